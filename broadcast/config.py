@@ -1,0 +1,58 @@
+"""The station's configuration schema (`thanthien station --config FILE`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from devices.config import SITE_FIELD, LoggingSettings
+from devices.mqtt import MqttSettings
+from devices.typed import field
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = field("127.0.0.1", min_len=1, max_len=253)
+    port: int = field(8080, min=1, max=65535)
+    public_url: str | None = field(None, pattern=r"https?://[^\s]+",
+                                   pattern_help="the URL nodes and kiosks use to reach this station",
+                                   help="defaults to http://HOST:PORT")
+    max_upload_bytes: int = field(100 * 1024 * 1024, min=1024)
+
+
+@dataclass(frozen=True)
+class TtsSettings:
+    engine: str = field("gtts", choices=("gtts", "espeak-ng"))
+    language: str = field("vi", max_len=10)
+    tld: str = field("com.vn", max_len=20, help="Google domain gTTS uses, gives the accent")
+    slow: bool = False
+    timeout_s: float = field(15.0, min=1, max=120)
+    fallback: str = field("espeak-ng", choices=("espeak-ng", "none"))
+    espeak_voice: str = field("vi", max_len=40)
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    dir: Path | None = field(None, help="where daily SQLite backups go; default DATA_DIR/backups")
+    keep_days: int = field(14, min=1, max=3650)
+
+
+@dataclass(frozen=True)
+class StationConfig:
+    site: str = field(**SITE_FIELD, help="ward code, e.g. 'phuong-hoai-thanh'")
+    ward_name: str = field(min_len=1, max_len=200)
+    data_dir: Path = field(help="SQLite database, media library, TTS cache, backups")
+    signing_key: Path | None = field(None, help="Ed25519 key file; default DATA_DIR/station.key (created on first start)")
+    timezone: str = field("Asia/Ho_Chi_Minh", max_len=64)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    tts: TtsSettings = field(default_factory=TtsSettings)
+    backup: BackupSettings = field(default_factory=BackupSettings)
+    schedule_horizon_h: int = field(48, min=24, max=24 * 14)
+    allow_operator_emergency: bool = field(False, help="let operators (not only approvers) send an emergency now")
+    offline_alert_minutes: int = field(10, min=1, max=24 * 60)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.signing_key or self.data_dir / "station.key"
