@@ -117,7 +117,7 @@ class SpeakerConfig:
     device_id: str = field(**SITE_FIELD)
     data_dir: Path = field(help="where the node keeps its SQLite state and media cache")
     station_keys: list[str] = field(min_len=1, max_len=4,
-                                    help="base64 Ed25519 public keys of the station (from `thanthien station key`)")
+                                    help="base64 Ed25519 public keys of the station (print one with `thanthien keys public KEYFILE`)")
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
     amp: AmpSettings = field(default_factory=AmpSettings)

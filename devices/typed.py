@@ -55,7 +55,7 @@ def _describe(tp: Any) -> str:
         return "a table"
     if origin in (list, tuple):
         args = get_args(tp)
-        return f"a list of {_describe(args[0])}" if args else "a list"
+        return f"a list (each item {_describe(args[0])})" if args else "a list"
     if origin is dict:
         return "a table"
     if origin is typing.Literal:

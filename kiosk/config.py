@@ -34,9 +34,9 @@ class StationLink:
 class KioskConfig:
     site: str = field(**SITE_FIELD)
     kiosk_id: str = field(**SITE_FIELD)
-    counter_id: str = field("quay-1", **SITE_FIELD)
     data_dir: Path = field(help="SQLite database (catalogue, ratings, outbox) and caches")
     ward: WardSettings = field(help="what the home screen shows")
+    counter_id: str = field("quay-1", **SITE_FIELD)
     station: StationLink = field(default_factory=StationLink)
     idle_timeout_s: int = field(60, min=10, max=3600)
     satisfaction_target_pct: int = field(85, min=1, max=100)
