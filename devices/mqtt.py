@@ -158,7 +158,8 @@ class MqttClient:
         self._client.on_message = self._on_message
         self._client.on_publish = self._on_publish
         self._lock = threading.RLock()
-        self._subs: dict[str, tuple[int, Handler]] = {}
+        self._subs: dict[str, tuple[int, Handler, int]] = {}  # filter -> (qos, handler, subscription id)
+        self._next_sub_id = 1
         self._pending_lock = threading.Lock()
         self._pending: dict[int, PublishHandle] = {}
         self._acked_early: set[int] = set()
@@ -239,9 +240,21 @@ class MqttClient:
     def subscribe(self, topic_filter: str, handler: Handler, qos: int = 1) -> None:
         """Remember the subscription (renewed on every connect) and subscribe now if up."""
         with self._lock:
-            self._subs[topic_filter] = (qos, handler)
+            old = self._subs.get(topic_filter)
+            sub_id = old[2] if old else self._next_sub_id
+            self._next_sub_id += 0 if old else 1
+            self._subs[topic_filter] = (qos, handler, sub_id)
         if self.connected:
-            self._client.subscribe(topic_filter, qos)
+            self._send_subscribe(topic_filter, qos, sub_id)
+
+    def _send_subscribe(self, topic_filter: str, qos: int, sub_id: int) -> None:
+        # MQTT 5: a subscription identifier tells which filter each delivered copy matched,
+        # so overlapping filters never hand a handler another filter's copy.
+        props = None
+        if self._v5:
+            props = Properties(PacketTypes.SUBSCRIBE)
+            props.SubscriptionIdentifier = sub_id
+        self._client.subscribe(topic_filter, qos, properties=props)
 
     def unsubscribe(self, topic_filter: str) -> None:
         with self._lock:
@@ -286,8 +299,8 @@ class MqttClient:
         with self._lock:
             subs = list(self._subs.items())
             listeners = list(self._connect_listeners)
-        for topic_filter, (qos, _handler) in subs:
-            client.subscribe(topic_filter, qos)
+        for topic_filter, (qos, _handler, sub_id) in subs:
+            self._send_subscribe(topic_filter, qos, sub_id)
         if self.birth is not None:
             self.publish(self.birth.topic, self.birth.payload, qos=self.birth.qos, retain=self.birth.retain)
         self._state = ConnectionState.CONNECTED
@@ -314,8 +327,14 @@ class MqttClient:
 
     def _on_message(self, client, userdata, msg: paho.MQTTMessage) -> None:
         incoming = IncomingMessage(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain))
+        sub_ids = getattr(msg.properties, "SubscriptionIdentifier", None) if self._v5 else None
+        if isinstance(sub_ids, int):
+            sub_ids = [sub_ids]
         with self._lock:
-            handlers = [h for f, (_q, h) in self._subs.items() if paho.topic_matches_sub(f, msg.topic)]
+            if sub_ids:
+                handlers = [h for (_q, h, i) in self._subs.values() if i in sub_ids]
+            else:
+                handlers = [h for f, (_q, h, _i) in self._subs.items() if paho.topic_matches_sub(f, msg.topic)]
         for handler in handlers:
             self._safely(handler, incoming)
 
