@@ -54,6 +54,12 @@ def load_config(path: Path | str, schema: type[T]) -> T:
     return structure(schema, data, source=source, base_dir=path.parent.resolve(), error=ConfigError)
 
 
+def toml_string(value: object) -> str:
+    """A TOML basic string (for configs the project generates)."""
+    out = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + "".join(c if c >= " " else f"\\u{ord(c):04x}" for c in out) + '"'
+
+
 def exit_on_config_error(exc: ConfigError) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
     """Print a config error the way every role does and exit with status 2."""
     print(f"thanthien: invalid configuration\n{exc}", file=sys.stderr)
@@ -133,9 +139,24 @@ class SpeakerConfig:
 
 
 @dataclass(frozen=True)
+class BrokerAdminSettings:
+    """Where the ward broker's accounts live and how to make Mosquitto reload them."""
+
+    dir: Path = field(Path("/etc/mosquitto/thanthien"), help="password file, ACL, accounts registry, certificates")
+    reload_command: list[str] = field(default_factory=lambda: ["systemctl", "reload", "mosquitto"],
+                                      help="run after the password file or ACL changed")
+    public_host: str = field("192.168.1.10", min_len=1, max_len=253,
+                             help="the address speaker nodes use to reach the broker and station")
+    tls_port: int = field(8883, min=1, max=65535)
+    station_url: str = field("http://192.168.1.10:8080", pattern=r"https?://[^\s]+",
+                             pattern_help="an http(s) URL")
+
+
+@dataclass(frozen=True)
 class FleetConfig:
     site: str = field(**SITE_FIELD)
     signing_key: Path = field(help="the station's Ed25519 private key file (commands must be signed)")
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    broker: BrokerAdminSettings = field(default_factory=BrokerAdminSettings)
     timeout_s: float = field(5.0, min=0.1, max=300)
     logging: LoggingSettings = field(default_factory=lambda: LoggingSettings(level="WARNING"))

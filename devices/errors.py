@@ -132,6 +132,10 @@ class PublishTimeout(MqttError, TimeoutError):
     """The broker did not acknowledge a QoS 1 publish in time."""
 
 
+class PublishRefused(MqttError, PermissionError):
+    """The broker answered a publish with a failure reason (MQTT 5), e.g. not authorized."""
+
+
 # --- storage, media, audio, hardware -------------------------------------------------
 
 

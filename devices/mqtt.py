@@ -113,15 +113,24 @@ class PublishHandle:
     def __init__(self, mid: int, topic: str):
         self.mid = mid
         self.topic = topic
+        self.refusal: str | None = None  # the broker's failure reason code (MQTT 5)
         self._done = threading.Event()
+
+    def _complete(self, reason_code: object = None) -> None:
+        if reason_code is not None and getattr(reason_code, "is_failure", False):
+            self.refusal = str(reason_code)
+        self._done.set()
 
     @property
     def acknowledged(self) -> bool:
-        return self._done.is_set()
+        """True once the broker accepted the message (a refusal is not an acknowledgement)."""
+        return self._done.is_set() and self.refusal is None
 
     def wait(self, timeout: float | None = 10.0) -> None:
         if not self._done.wait(timeout):
             raise errors.PublishTimeout(f"no PUBACK for {self.topic} within {timeout} s")
+        if self.refusal is not None:
+            raise errors.PublishRefused(f"the broker refused the publish to {self.topic}: {self.refusal}")
 
 
 class MqttClient:
@@ -162,7 +171,7 @@ class MqttClient:
         self._next_sub_id = 1
         self._pending_lock = threading.Lock()
         self._pending: dict[int, PublishHandle] = {}
-        self._acked_early: set[int] = set()
+        self._acked_early: dict[int, object] = {}  # mid -> reason code
         self._connect_listeners: list[Callable[[], None]] = []
         self._backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s, rng)
         self._state = ConnectionState.IDLE
@@ -276,8 +285,7 @@ class MqttClient:
         handle = PublishHandle(info.mid, topic)
         with self._pending_lock:
             if info.mid in self._acked_early:
-                self._acked_early.discard(info.mid)
-                handle._done.set()
+                handle._complete(self._acked_early.pop(info.mid))
             else:
                 self._pending[info.mid] = handle
         return handle
@@ -321,9 +329,9 @@ class MqttClient:
         with self._pending_lock:
             handle = self._pending.pop(mid, None)
             if handle is None:
-                self._acked_early.add(mid)  # acked before publish() registered it
+                self._acked_early[mid] = reason_code  # acked before publish() registered it
         if handle is not None:
-            handle._done.set()
+            handle._complete(reason_code)
 
     def _on_message(self, client, userdata, msg: paho.MQTTMessage) -> None:
         incoming = IncomingMessage(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain))

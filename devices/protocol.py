@@ -797,10 +797,20 @@ class EventReport:
     detail: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class LogsReport:
+    """A node's answer to a `logs` command, on devices/<id>/logs."""
+
+    cmd_id: str = field(max_len=64)
+    at: int = field(min=0)
+    lines: list[str] = field(default_factory=list, max_len=2000)
+
+
 REPORT_TYPES: dict[Channel, type] = {
     Channel.STATUS: StatusReport,
     Channel.ACK: AckReport,
     Channel.EVENTS: EventReport,
+    Channel.LOGS: LogsReport,
 }
 
 

@@ -90,11 +90,9 @@ class Supervisor:
                 child.proc.wait()
 
 
-def _toml_str(value: object) -> str:
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def write_speaker_config(path: Path, device_id: str, public_key: str, port: int, data_dir: Path) -> None:
+    from devices.config import toml_string as _toml_str
+
     path.write_text(
         f"site = {_toml_str(DEMO_SITE)}\n"
         f"device_id = {_toml_str(device_id)}\n"

@@ -53,7 +53,7 @@ def new_password() -> str:
     return secrets.token_urlsafe(32)
 
 
-def _atomic_write(path: Path, text: str, mode: int = 0o640) -> None:
+def atomic_write(path: Path, text: str, mode: int = 0o640) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -102,7 +102,7 @@ class PasswordFile:
         return hashed is not None and verify_password(password, hashed)
 
     def save(self) -> None:
-        _atomic_write(self.path, "".join(f"{u}:{h}\n" for u, h in sorted(self.entries.items())))
+        atomic_write(self.path, "".join(f"{u}:{h}\n" for u, h in sorted(self.entries.items())))
 
     def __contains__(self, username: object) -> bool:
         return username in self.entries
@@ -139,7 +139,7 @@ def render_acl(site: str, accounts: list[Account]) -> str:
     A device may write only its own status/telemetry/ack/events/logs and read only its
     own cmd/config/schedule and its groups' cmd/schedule plus all/cmd. It can publish no
     command and read no other device's config. The station reads and writes the whole
-    site; a technician may send (signed) commands and read reports; a kiosk reads the
+    site; a technician may send (signed) commands and configs and read reports; a kiosk reads the
     station status only (kiosks talk to the station over HTTP).
     """
     validate_id(site, "site")
@@ -152,9 +152,9 @@ def render_acl(site: str, accounts: list[Account]) -> str:
         elif acc.kind is AccountKind.TECHNICIAN:
             for t in ("devices/+/cmd", "groups/+/cmd", "all/cmd"):
                 out.append(f"topic write {root}/{t}")
+            out.append(f"topic readwrite {root}/devices/+/config")  # `fleet config set` (signed)
             for t in ("devices/+/status", "devices/+/telemetry", "devices/+/ack", "devices/+/events",
-                      "devices/+/logs", "devices/+/config", "groups/+/schedule", "devices/+/schedule",
-                      "station/status"):
+                      "devices/+/logs", "groups/+/schedule", "devices/+/schedule", "station/status"):
                 out.append(f"topic read {root}/{t}")
         elif acc.kind is AccountKind.KIOSK:
             out.append(f"topic read {root}/station/status")
@@ -174,4 +174,4 @@ def render_acl(site: str, accounts: list[Account]) -> str:
 
 
 def write_acl(path: Path, site: str, accounts: list[Account]) -> None:
-    _atomic_write(Path(path), render_acl(site, accounts))
+    atomic_write(Path(path), render_acl(site, accounts))
