@@ -70,3 +70,29 @@ def test_required_tools_are_installed():
     require_tool("mosquitto", find_mosquitto() is not None)
     for tool in ("Xvfb", "espeak-ng", "sox"):
         require_tool(tool)
+
+
+def test_chromium_fixture_renders_a_local_page(chromium, tmp_path):
+    import http.server
+    import threading
+
+    (tmp_path / "index.html").write_text("<html><head><title>Xin chào</title></head><body>Phường</body></html>",
+                                         encoding="utf-8")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(tmp_path), **kw)
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        page = chromium.new_page(viewport={"width": 390, "height": 844})
+        page.goto(f"http://127.0.0.1:{srv.server_port}/index.html")
+        assert page.title() == "Xin chào"
+        assert page.screenshot()[:4] == b"\x89PNG"
+        page.close()
+    finally:
+        srv.shutdown()
