@@ -76,7 +76,7 @@ def test_chromium_fixture_renders_a_local_page(chromium, tmp_path):
     import http.server
     import threading
 
-    (tmp_path / "index.html").write_text("<html><head><meta charset="utf-8"><title>Xin chào</title></head><body>Phường</body></html>",
+    (tmp_path / "index.html").write_text("<html><head><meta charset='utf-8'><title>Xin chào</title></head><body>Phường</body></html>",
                                          encoding="utf-8")
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
