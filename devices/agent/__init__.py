@@ -1,0 +1,1 @@
+"""The speaker-node agent (`thanthien speaker`)."""
