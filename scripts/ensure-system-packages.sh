@@ -8,7 +8,7 @@ packages=(
   portaudio19-dev                   # PyAudio builds against it
   alsa-utils                        # aplay/amixer for speaker nodes
   espeak-ng                         # offline Vietnamese speech
-  sox                               # audio checks in tests
+  sox lame                          # audio checks in tests; MP3 encoding for test media
   xvfb xauth libmtdev1              # Kivy under a virtual screen
   chromium                          # console tests (driven by Playwright, never downloaded)
 )
