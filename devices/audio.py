@@ -47,27 +47,74 @@ def decode_file(path: Path | str, sample_rate: int, channels: int) -> bytes:
     return pcm
 
 
-def stream_url(url: str, sample_rate: int, channels: int, stop: threading.Event) -> Iterator[bytes]:
+class _HttpSource:
+    """A miniaudio StreamableSource reading an HTTP response as it arrives.
+
+    Works for endless Icecast/VOV streams and for finite files alike (miniaudio's own
+    IceCastClient waits forever at the end of a finite body).
+    """
+
+    def __init__(self, url: str, timeout_s: float):
+        import requests
+
+        try:
+            self._resp = requests.get(url, stream=True, timeout=timeout_s, headers={"Icy-MetaData": "0"})
+        except requests.RequestException as exc:
+            raise AudioError(f"cannot open stream {url}: {type(exc).__name__}") from None
+        if self._resp.status_code != 200:
+            self._resp.close()
+            raise AudioError(f"cannot open stream {url}: HTTP {self._resp.status_code}")
+        self._chunks = self._resp.iter_content(8192)
+        self._buf = b""
+
+    def read(self, num_bytes: int) -> bytes:
+        import requests
+
+        while len(self._buf) < num_bytes:
+            try:
+                self._buf += next(self._chunks)
+            except StopIteration:
+                break
+            except requests.RequestException:
+                break
+        out, self._buf = self._buf[:num_bytes], self._buf[num_bytes:]
+        return out
+
+    def seek(self, offset: int, origin) -> bool:
+        return False
+
+    def close(self) -> None:
+        self._resp.close()
+
+
+def stream_url(url: str, sample_rate: int, channels: int, stop: threading.Event,
+               timeout_s: float = 15.0) -> Iterator[bytes]:
     """Decode an HTTP audio stream (Icecast/VOV MP3, or a file over HTTP) chunk by chunk."""
     import miniaudio
 
+    class Source(miniaudio.StreamableSource):
+        def __init__(self, inner: _HttpSource):
+            self.inner = inner
+
+        def read(self, num_bytes: int) -> bytes:
+            return self.inner.read(num_bytes)
+
+    inner = _HttpSource(url, timeout_s)
     try:
-        client = miniaudio.IceCastClient(url)
-    except Exception as exc:  # miniaudio wraps urllib errors in various types
-        raise AudioError(f"cannot open stream {url}: {exc}") from None
-    try:
-        gen = miniaudio.stream_any(client, miniaudio.FileFormat.MP3, miniaudio.SampleFormat.SIGNED16, channels,
-                                   sample_rate, frames_to_read=sample_rate // 10)
+        gen = miniaudio.stream_any(Source(inner), miniaudio.FileFormat.MP3, miniaudio.SampleFormat.SIGNED16,
+                                   channels, sample_rate, frames_to_read=sample_rate // 10)
         next(gen)  # prime: the generator wants a first next() before send()
         while not stop.is_set():
             frames = gen.send(sample_rate // 10)
+            if not len(frames):
+                return
             yield frames.tobytes()
     except StopIteration:
         return
     except (miniaudio.DecodeError, miniaudio.MiniaudioError) as exc:
         raise AudioError(f"stream {url} failed: {exc}") from None
     finally:
-        client.close()
+        inner.close()
 
 
 def tone(frequency_hz: float, duration_ms: int, sample_rate: int, channels: int, amplitude: float = 0.5) -> bytes:
