@@ -567,7 +567,7 @@ class Agent:
                             interrupt_policy=it.interrupt_policy, on_done=self._occurrence_done)
         if not self._wait_until(it.start_at):
             return  # stopping: still pending, so a restart plays it or reports it missed
-        self.store.mark_occurrence(it.occurrence_id, "fired")  # durable before any sound
+        # marked `fired` (durably) by the play_started event, right after the first frame
         self.player.submit(item)
 
     def _occurrence_done(self, item: PlayItem, outcome: Outcome, reason: str | None) -> None:
@@ -579,6 +579,8 @@ class Agent:
 
     def _player_event(self, event_type: p.EventType, item: PlayItem, **fields: Any) -> None:
         now = p.now_ms()
+        if event_type is p.EventType.PLAY_STARTED and item.occurrence_id and item.on_done == self._occurrence_done:
+            self.store.mark_occurrence(item.occurrence_id, "fired")  # a restart must not play it again
         data: dict[str, Any] = dict(broadcast_id=item.broadcast_id, occurrence_id=item.occurrence_id,
                                     scheduled_at=item.scheduled_at, priority=item.priority,
                                     started_at=item.started_at)

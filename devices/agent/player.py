@@ -211,11 +211,6 @@ class Player:
             return
         self.amp.acquire()
         try:
-            resumed = item.started_at is not None
-            if item.started_at is None:
-                item.started_at = _now_ms()
-            self.on_event(EventType.PLAY_STARTED, item, volume=self._effective_volume(item),
-                          detail={"resumed": True} if resumed else None)
             outcome, reason = self._write_all(item)
         finally:
             self.amp.release()
@@ -228,6 +223,7 @@ class Player:
         stop = threading.Event()
         chunks = self._chunks(item, stop)
         attempts = 0
+        reported_start = False
         try:
             for chunk in chunks:
                 with self._cond:
@@ -240,10 +236,15 @@ class Player:
                 pcm = apply_gain(chunk, self._gain(item))
                 while True:
                     try:
-                        if item.first_frame_ns is None:
+                        first = not reported_start
+                        if first and item.first_frame_ns is None:
                             item.first_frame_ns = time.time_ns()
                         self.sink.write(pcm)
                         item.played_bytes += len(chunk)
+                        if first:
+                            # recorded after the first frame is out: bookkeeping never delays the sound
+                            reported_start = True
+                            self._report_start(item)
                         break
                     except AudioError as exc:
                         attempts += 1
@@ -258,6 +259,13 @@ class Player:
             if hasattr(chunks, "close"):
                 chunks.close()
         return Outcome.FINISHED, None
+
+    def _report_start(self, item: PlayItem) -> None:
+        resumed = item.started_at is not None
+        if item.started_at is None:
+            item.started_at = item.first_frame_ns // 1_000_000 if item.first_frame_ns else _now_ms()
+        self.on_event(EventType.PLAY_STARTED, item, volume=self._effective_volume(item),
+                      detail={"resumed": True} if resumed else None)
 
     def _fade_out(self, item: PlayItem, chunk: bytes) -> None:
         """Play ``fade_ms`` more of the item, ramping to silence (no click on a pole)."""
