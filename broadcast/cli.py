@@ -1,0 +1,349 @@
+"""`thanthien station`: run the ward station, or manage it from the command line.
+
+Without an action it runs the station (dispatcher, ingest, media server). Every action
+works on the station's database and is audited under the user given with --as.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+from thanthien.cli import add_command
+
+DEFAULT_CONFIG = Path("/etc/thanthien/station.toml")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    st = add_command(sub, "station", "run the ward station, or manage groups, media, bulletins, schedules, reports",
+                     description=__doc__)
+    st.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"station config (default {DEFAULT_CONFIG})")
+    st.add_argument("--as", dest="actor", default="admin", help="the user doing this (audited; default admin)")
+    st.set_defaults(func=cmd_run)
+    acts = st.add_subparsers(dest="station_action", metavar="ACTION")
+
+    u = add_command(acts, "user-add", "create a station user (operator, approver, technician, viewer, admin)")
+    u.add_argument("username")
+    u.add_argument("--role", required=True, choices=["operator", "approver", "technician", "viewer", "admin"])
+    u.add_argument("--name", required=True, help="display name")
+    u.set_defaults(func=cmd_user_add)
+
+    g = add_command(acts, "group-add", "create or update a residential group (tổ dân phố / thôn)")
+    g.add_argument("code")
+    g.add_argument("--name", required=True)
+    g.add_argument("--gps", help="LAT,LON")
+    g.add_argument("--quiet", help="quiet hours HH:MM-HH:MM, e.g. 22:00-05:30")
+    g.set_defaults(func=cmd_group_add)
+
+    d = add_command(acts, "device-add", "create or update a speaker device and its groups")
+    d.add_argument("device_id")
+    d.add_argument("--name", required=True)
+    d.add_argument("--group", action="append", default=[], help="group code (repeatable)")
+    d.add_argument("--location")
+    d.add_argument("--volume", type=int, default=70)
+    d.add_argument("--max-volume", type=int, default=100)
+    d.add_argument("--emergency-volume", type=int, default=100)
+    d.set_defaults(func=cmd_device_add)
+
+    m = add_command(acts, "media-import", "import an audio file (validated by decoding it)")
+    m.add_argument("file", type=Path)
+    m.set_defaults(func=cmd_media_import)
+
+    b = add_command(acts, "bulletin", "create and move bulletins through draft → submitted → approved")
+    bs = b.add_subparsers(dest="bulletin_action", metavar="STEP", required=True)
+    bc = add_command(bs, "create", "write a bulletin (text and/or audio)")
+    bc.add_argument("--title", required=True)
+    bc.add_argument("--level", default="normal", choices=["normal", "priority", "emergency"])
+    bc.add_argument("--text")
+    bc.add_argument("--text-file", type=Path)
+    bc.add_argument("--media", help="sha256 of imported audio")
+    bc.set_defaults(func=cmd_bulletin_create)
+    for step, helptext in (("submit", "render the audio and ask for approval"), ("approve", "approve (approvers only)"),
+                           ("reject", "reject with a reason"), ("cancel", "cancel with a reason")):
+        sp = add_command(bs, step, helptext)
+        sp.add_argument("id", type=int)
+        if step in ("reject", "cancel", "approve"):
+            sp.add_argument("--reason", required=step != "approve")
+        sp.set_defaults(func=cmd_bulletin_step, step=step)
+    bl = add_command(bs, "list", "list bulletins")
+    bl.add_argument("--json", action="store_true")
+    bl.set_defaults(func=cmd_bulletin_list)
+
+    s = add_command(acts, "schedule", "schedule an approved bulletin or a relay window",
+                    epilog="Times are in the ward's time zone: --at 'YYYY-MM-DD HH:MM[:SS]'.")
+    s.add_argument("--bulletin", type=int)
+    s.add_argument("--relay-url")
+    s.add_argument("--relay-minutes", type=int)
+    s.add_argument("--at", required=True, help="first (or only) time, 'YYYY-MM-DD HH:MM[:SS]' or 'now+SECONDS'")
+    s.add_argument("--kind", default="once", choices=["once", "daily", "weekly", "monthly", "rrule"])
+    s.add_argument("--days", help="weekly: mo,tu,we,th,fr,sa,su")
+    s.add_argument("--monthday", type=int)
+    s.add_argument("--rrule")
+    s.add_argument("--count", type=int)
+    s.add_argument("--until", help="last day 'YYYY-MM-DD'")
+    s.add_argument("--repeat", type=int, default=1, help="plays per occurrence (1-20)")
+    s.add_argument("--all", action="store_true", help="every speaker")
+    s.add_argument("--group", action="append", default=[])
+    s.add_argument("--device", action="append", default=[])
+    s.add_argument("--preview", action="store_true", help="show occurrences, quiet-hour and overlap warnings only")
+    s.set_defaults(func=cmd_schedule)
+
+    r = add_command(acts, "report", "proof of play and criterion-8 figures (CSV or JSON)")
+    r.add_argument("kind", choices=["outcomes", "devices", "coverage", "offline"])
+    r.add_argument("--from", dest="start", help="YYYY-MM-DD (default: 30 days ago)")
+    r.add_argument("--to", dest="end", help="YYYY-MM-DD (default: now)")
+    r.add_argument("--group")
+    r.add_argument("--device")
+    r.add_argument("--bulletin", type=int)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_report)
+
+    bk = add_command(acts, "backup", "back up the database now (SQLite backup API)")
+    bk.set_defaults(func=cmd_backup)
+
+    k = add_command(acts, "key", "print the station's public key (for node configs)")
+    k.set_defaults(func=cmd_key)
+
+
+def _cfg(args):
+    from devices.config import load_config
+
+    from .config import StationConfig
+
+    return load_config(args.config, StationConfig)
+
+
+def _ctx(args):
+    from .areas import actor_for
+    from .db import open_db
+    from .media import MediaLibrary
+    from .tts import TextToSpeech
+
+    cfg = _cfg(args)
+    db = open_db(cfg.data_dir / "station.db")
+    lib = MediaLibrary(db, cfg.data_dir / "media", cfg.http.max_upload_bytes)
+    tts = TextToSpeech.from_settings(cfg.data_dir / "tts-cache", cfg.tts)
+    if db.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 0 and args.actor == "admin":
+        from .areas import add_user
+
+        add_user(db, "admin", "admin", "Quản trị")
+    return cfg, db, lib, tts, actor_for(db, args.actor)
+
+
+def _guard(fn):
+    def run(args):
+        from devices.errors import ThanthienError, ValidationError
+
+        try:
+            return fn(args) or 0
+        except ValidationError as exc:
+            print("Lỗi: " + "; ".join(exc.problems), file=sys.stderr)
+            return 2
+        except ThanthienError as exc:
+            print(f"Lỗi: {exc}", file=sys.stderr)
+            return 1
+    return run
+
+
+def _parse_time(text: str, tz: str) -> int:
+    from zoneinfo import ZoneInfo
+
+    from devices.errors import ValidationError
+
+    from .db import now_ms
+
+    if text.startswith("now+"):
+        try:
+            return now_ms() + int(float(text[4:]) * 1000)
+        except ValueError:
+            raise ValidationError(["--at: viết now+SỐ_GIÂY, ví dụ now+30"]) from None
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+        try:
+            return int(dt.datetime.strptime(text, fmt).replace(tzinfo=ZoneInfo(tz)).timestamp() * 1000)
+        except ValueError:
+            continue
+    raise ValidationError([f"thời gian {text!r}: viết YYYY-MM-DD HH:MM, ví dụ 2026-12-01 06:30"])
+
+
+def cmd_run(args) -> int:
+    from devices.config import setup_logging
+
+    from .service import run
+
+    cfg = _cfg(args)
+    setup_logging(cfg.logging, "station")
+    notify = None
+    try:
+        import sdnotify
+
+        notify = sdnotify.SystemdNotifier().notify
+    except ImportError:  # pragma: no cover
+        pass
+    return run(cfg, notify)
+
+
+@_guard
+def cmd_user_add(args):
+    from .areas import add_user
+
+    cfg, db, *_ = _ctx(args)
+    add_user(db, args.username, args.role, args.name)
+    print(f"đã tạo tài khoản {args.username} ({args.role})")
+
+
+@_guard
+def cmd_group_add(args):
+    from devices.errors import ValidationError
+
+    from .areas import save_group
+
+    _cfg_, db, _l, _t, actor = _ctx(args)
+    lat = lon = qs = qe = None
+    if args.gps:
+        try:
+            lat, lon = (float(x) for x in args.gps.split(","))
+        except ValueError:
+            raise ValidationError(["--gps: viết VĨ_ĐỘ,KINH_ĐỘ, ví dụ 14.42,109.01"]) from None
+    if args.quiet:
+        qs, _, qe = args.quiet.partition("-")
+    save_group(db, actor, args.code, args.name, lat=lat, lon=lon, quiet_start=qs, quiet_end=qe or None)
+    print(f"đã lưu tổ {args.code}")
+
+
+@_guard
+def cmd_device_add(args):
+    from .areas import save_device
+
+    _c, db, _l, _t, actor = _ctx(args)
+    save_device(db, actor, args.device_id, args.name, args.group, location=args.location, volume=args.volume,
+                max_volume=args.max_volume, emergency_volume=args.emergency_volume)
+    print(f"đã lưu loa {args.device_id} (tổ: {', '.join(args.group) or 'không'})")
+
+
+@_guard
+def cmd_media_import(args):
+    _c, db, lib, *_ = _ctx(args)
+    info = lib.import_file(args.file)
+    print(json.dumps(info.__dict__, ensure_ascii=False))
+
+
+@_guard
+def cmd_bulletin_create(args):
+    from . import bulletins
+
+    _c, db, _l, _t, actor = _ctx(args)
+    text = args.text
+    if args.text_file:
+        text = args.text_file.read_text("utf-8")
+    bid = bulletins.create(db, actor, args.title, args.level, text=text, media_sha256=args.media)
+    print(bid)
+
+
+@_guard
+def cmd_bulletin_step(args):
+    from . import bulletins
+
+    _c, db, lib, tts, actor = _ctx(args)
+    if args.step == "submit":
+        b = bulletins.submit(db, lib, tts, actor, args.id)
+        print(f"bản tin {b.id}: chờ duyệt" + (" (âm thanh dự phòng espeak-ng — không có mạng)" if b.audio_fallback else ""))
+    elif args.step == "approve":
+        b = bulletins.approve(db, actor, args.id, args.reason)
+        print(f"bản tin {b.id}: đã duyệt")
+    elif args.step == "reject":
+        print(f"bản tin {bulletins.reject(db, actor, args.id, args.reason).id}: bị từ chối")
+    else:
+        print(f"bản tin {bulletins.cancel(db, actor, args.id, args.reason).id}: đã hủy")
+
+
+@_guard
+def cmd_bulletin_list(args):
+    from .bulletins import STATE_VI, State
+
+    _c, db, *_ = _ctx(args)
+    rows = db.execute("SELECT id, title, level, state, audio_fallback, author FROM bulletins ORDER BY id").fetchall()
+    if args.json:
+        print(json.dumps([dict(id=r[0], title=r[1], level=r[2], state=r[3], audio_fallback=bool(r[4]), author=r[5])
+                          for r in rows], ensure_ascii=False))
+        return
+    for r in rows:
+        print(f"{r[0]:>4}  {STATE_VI[State(r[3])]:<12} {r[2]:<10} {r[1]}" + ("  [âm thanh dự phòng]" if r[4] else ""))
+
+
+@_guard
+def cmd_schedule(args):
+    from devices.errors import ValidationError
+
+    from . import schedules
+    from .bulletins import get
+
+    cfg, db, _l, _t, actor = _ctx(args)
+    horizon = cfg.schedule_horizon_h * 3600 * 1000
+    dtstart = _parse_time(args.at, cfg.timezone)
+    until = _parse_time(args.until + " 23:59:59", cfg.timezone) if args.until else None
+    rule = schedules.build_rrule(args.kind, weekdays=args.days.split(",") if args.days else None,
+                                 monthday=args.monthday, rrule=args.rrule, count=args.count)
+    targets = schedules.Targets(args.all, tuple(args.group), tuple(args.device))
+    if args.bulletin is None and not args.relay_url:
+        raise ValidationError(["--bulletin hoặc --relay-url: chọn bản tin hoặc luồng tiếp sóng"])
+    if args.preview:
+        b = get(db, args.bulletin) if args.bulletin else None
+        prio = b.level.priority if b else 0
+        dur = (args.relay_minutes or 1) * 60_000 if args.relay_url else 60_000
+        pv = schedules.preview(db, cfg.timezone, horizon, bulletin=b, rule=rule, dtstart=dtstart, targets=targets,
+                               priority=prio, duration_ms=dur, valid_until=until)
+        print(json.dumps({"occurrences": pv.starts[:50], "quiet_conflicts": pv.quiet_conflicts,
+                          "overlaps": pv.overlaps}, ensure_ascii=False, indent=2))
+        return
+    sid = schedules.add_schedule(db, actor, cfg.timezone, horizon, bulletin_id=args.bulletin, rule=rule,
+                                 dtstart=dtstart, targets=targets, repeat=args.repeat, valid_until=until,
+                                 relay_url=args.relay_url, relay_minutes=args.relay_minutes)
+    print(sid)
+
+
+@_guard
+def cmd_report(args):
+    from . import reports
+    from .db import now_ms
+
+    cfg, db, *_ = _ctx(args)
+    start = _parse_time(args.start, cfg.timezone) if args.start else now_ms() - 30 * 86_400_000
+    end = _parse_time(args.end + " 23:59:59", cfg.timezone) if args.end else now_ms() + 86_400_000
+    if args.kind == "outcomes":
+        rows = reports.outcomes(db, start, end, group=args.group, device=args.device)
+    elif args.kind == "devices":
+        rows = reports.device_summary(db, start, end, group=args.group)
+    elif args.kind == "offline":
+        rows = reports.offline_now(db)
+    else:
+        if args.bulletin is None:
+            from devices.errors import ValidationError
+
+            raise ValidationError(["--bulletin: chọn bản tin cần xem độ phủ"])
+        print(json.dumps(reports.coverage(db, args.bulletin), ensure_ascii=False, indent=2))
+        return
+    if args.json:
+        from dataclasses import asdict, is_dataclass
+
+        print(json.dumps([asdict(r) if is_dataclass(r) else r for r in rows], ensure_ascii=False, default=str))
+    else:
+        sys.stdout.write(reports.to_csv(rows))
+
+
+@_guard
+def cmd_backup(args):
+    from .backup import backup_now
+
+    cfg, db, *_ = _ctx(args)
+    print(backup_now(db, cfg.backup.dir or cfg.data_dir / "backups", cfg.backup.keep_days))
+
+
+@_guard
+def cmd_key(args):
+    from devices.protocol import SigningKey
+
+    cfg = _cfg(args)
+    print(SigningKey.load_or_create(cfg.signing_key_path).public.to_text())

@@ -1,0 +1,243 @@
+"""The station's SQLite database: one file, one owning process, WAL, recorded migrations.
+
+Small composable functions elsewhere take a ``Database`` (sqlite-utils); this module
+only opens it and keeps its schema current. The audit log is append-only: triggers
+refuse any UPDATE or DELETE on it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import sqlite_utils
+
+from devices.errors import StorageError
+
+MIGRATIONS: list[tuple[str, str]] = [
+    ("001_initial", """
+        CREATE TABLE users (
+            username TEXT PRIMARY KEY,
+            role TEXT NOT NULL CHECK (role IN ('operator','approver','technician','viewer','admin')),
+            display_name TEXT NOT NULL,
+            password_hash TEXT,
+            created_at INTEGER NOT NULL
+        );
+        CREATE TABLE groups (
+            code TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            lat REAL, lon REAL,
+            quiet_start TEXT, quiet_end TEXT,
+            created_at INTEGER NOT NULL
+        );
+        CREATE TABLE devices (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            location TEXT,
+            lat REAL, lon REAL,
+            volume INTEGER NOT NULL DEFAULT 70,
+            max_volume INTEGER NOT NULL DEFAULT 100,
+            emergency_volume INTEGER NOT NULL DEFAULT 100,
+            warmup_ms INTEGER NOT NULL DEFAULT 1500,
+            tail_ms INTEGER NOT NULL DEFAULT 2000,
+            config_version INTEGER NOT NULL DEFAULT 0,
+            created_at INTEGER NOT NULL
+        );
+        CREATE TABLE device_groups (
+            device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+            group_code TEXT NOT NULL REFERENCES groups(code) ON DELETE CASCADE,
+            PRIMARY KEY (device_id, group_code)
+        );
+        CREATE TABLE media (
+            sha256 TEXT PRIMARY KEY,
+            filename TEXT NOT NULL,
+            format TEXT NOT NULL,
+            bytes INTEGER NOT NULL,
+            duration_ms INTEGER NOT NULL,
+            sample_rate INTEGER NOT NULL,
+            channels INTEGER NOT NULL,
+            source TEXT NOT NULL,
+            created_at INTEGER NOT NULL
+        );
+        CREATE TABLE bulletins (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            title TEXT NOT NULL,
+            level TEXT NOT NULL CHECK (level IN ('normal','priority','emergency')),
+            text TEXT,
+            media_sha256 TEXT REFERENCES media(sha256),
+            audio_sha256 TEXT REFERENCES media(sha256),
+            audio_fallback INTEGER NOT NULL DEFAULT 0,
+            chime INTEGER NOT NULL DEFAULT 0,
+            author TEXT NOT NULL,
+            state TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        );
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at INTEGER NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            object_type TEXT NOT NULL,
+            object_id TEXT NOT NULL,
+            detail TEXT
+        );
+        CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+        CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+        CREATE TABLE schedules (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            bulletin_id INTEGER REFERENCES bulletins(id),
+            kind TEXT NOT NULL CHECK (kind IN ('play','relay')),
+            rrule TEXT,
+            dtstart INTEGER NOT NULL,
+            valid_until INTEGER,
+            repeat INTEGER NOT NULL DEFAULT 1,
+            targets TEXT NOT NULL,
+            relay_url TEXT,
+            relay_minutes INTEGER,
+            priority INTEGER NOT NULL,
+            active INTEGER NOT NULL DEFAULT 1,
+            created_by TEXT NOT NULL,
+            created_at INTEGER NOT NULL
+        );
+        CREATE TABLE occurrences (
+            id TEXT PRIMARY KEY,
+            schedule_id INTEGER NOT NULL REFERENCES schedules(id),
+            bulletin_id INTEGER,
+            start_at INTEGER NOT NULL,
+            end_at INTEGER,
+            priority INTEGER NOT NULL,
+            cancelled INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX occurrences_start ON occurrences (start_at);
+        CREATE TABLE occurrence_devices (
+            occurrence_id TEXT NOT NULL REFERENCES occurrences(id),
+            device_id TEXT NOT NULL,
+            PRIMARY KEY (occurrence_id, device_id)
+        );
+        CREATE TABLE documents (
+            target TEXT PRIMARY KEY,
+            version INTEGER NOT NULL,
+            digest TEXT NOT NULL,
+            published_at INTEGER NOT NULL
+        );
+        CREATE TABLE device_documents (
+            device_id TEXT NOT NULL,
+            target TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            at INTEGER NOT NULL,
+            PRIMARY KEY (device_id, target)
+        );
+        CREATE TABLE device_state (
+            device_id TEXT PRIMARY KEY,
+            online INTEGER NOT NULL,
+            since INTEGER NOT NULL,
+            last_seen INTEGER NOT NULL,
+            version TEXT,
+            telemetry TEXT
+        );
+        CREATE TABLE status_history (
+            device_id TEXT NOT NULL,
+            online INTEGER NOT NULL,
+            at INTEGER NOT NULL
+        );
+        CREATE INDEX status_history_device ON status_history (device_id, at);
+        CREATE TABLE events (
+            id TEXT PRIMARY KEY,
+            device_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            at INTEGER NOT NULL,
+            occurrence_id TEXT,
+            broadcast_id TEXT,
+            started_at INTEGER,
+            ended_at INTEGER,
+            duration_ms INTEGER,
+            volume INTEGER,
+            reason TEXT,
+            received_at INTEGER NOT NULL
+        );
+        CREATE INDEX events_occurrence ON events (occurrence_id, device_id);
+        CREATE TABLE acks (
+            cmd_id TEXT NOT NULL,
+            device_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            reason TEXT,
+            at INTEGER NOT NULL
+        );
+        CREATE INDEX acks_cmd ON acks (cmd_id);
+    """),
+]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def open_db(path: Path | str) -> sqlite_utils.Database:
+    """Open (creating if needed) and migrate the station database."""
+    try:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open the station database {path}: {exc}") from exc
+    db = sqlite_utils.Database(conn)
+    migrate(db)
+    return db
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Apply missing migrations in order; returns the names applied now."""
+    db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)")
+    done = {r[0] for r in db.execute("SELECT name FROM migrations").fetchall()}
+    applied = []
+    for name, sql in MIGRATIONS:
+        if name in done:
+            continue
+        with transaction(db):
+            for stmt in _statements(sql):
+                db.execute(stmt)
+            db.execute("INSERT INTO migrations VALUES (?, ?)", [name, now_ms()])
+        applied.append(name)
+    return applied
+
+
+def _statements(sql: str) -> list[str]:
+    """Split on ';' outside trigger bodies (BEGIN … END)."""
+    out, buf, depth = [], [], 0
+    for token in sql.replace(";", ";\x00").split("\x00"):
+        buf.append(token)
+        upper = token.upper()
+        depth += upper.count(" BEGIN ") - upper.count(" END;")
+        if depth <= 0 and token.strip().endswith(";"):
+            stmt = "".join(buf).strip().rstrip(";")
+            if stmt:
+                out.append(stmt)
+            buf, depth = [], 0
+    rest = "".join(buf).strip().rstrip(";")
+    if rest:
+        out.append(rest)
+    return out
+
+
+class transaction:
+    """BEGIN IMMEDIATE … COMMIT: the write is on disk when the block exits."""
+
+    def __init__(self, db: sqlite_utils.Database):
+        self.conn = db.conn
+        self._outer = False
+
+    def __enter__(self):
+        self._outer = not self.conn.in_transaction
+        if self._outer:
+            self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        if self._outer:
+            self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        return False

@@ -1,0 +1,179 @@
+"""Proof of play and the reports a ward files as evidence for criterion 8.
+
+Every (occurrence, targeted node) pair gets exactly one outcome, derived from the node's
+events (stored once each, by uuid):
+
+- played: a play_finished lasting at least 90 % of the audio (× repeats)
+- partial: it started but played less (finished short, or interrupted after some audio)
+- failed: play_failed (with the node's reason)
+- missed: the node reported it missed the start (it was off)
+- interrupted: stopped or pre-empted and never finished
+- not_reported: nothing arrived (yet) from that node
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import io
+from dataclasses import asdict, dataclass
+
+import sqlite_utils
+
+from .db import now_ms
+
+
+class Outcome(enum.StrEnum):
+    PLAYED = "played"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    MISSED = "missed"
+    INTERRUPTED = "interrupted"
+    NOT_REPORTED = "not_reported"
+
+
+@dataclass(frozen=True)
+class PlayOutcome:
+    occurrence_id: str
+    device_id: str
+    start_at: int
+    bulletin_id: int | None
+    outcome: Outcome
+    seconds: float
+    reason: str | None
+
+
+def outcomes(db: sqlite_utils.Database, start_ms: int, end_ms: int, *, group: str | None = None,
+             device: str | None = None) -> list[PlayOutcome]:
+    sql = ("SELECT od.occurrence_id, od.device_id, o.start_at, o.bulletin_id, o.end_at, s.repeat, m.duration_ms "
+           "FROM occurrence_devices od JOIN occurrences o ON o.id = od.occurrence_id "
+           "JOIN schedules s ON s.id = o.schedule_id LEFT JOIN bulletins b ON b.id = o.bulletin_id "
+           "LEFT JOIN media m ON m.sha256 = b.audio_sha256 "
+           "WHERE o.cancelled = 0 AND o.start_at >= ? AND o.start_at < ?")
+    args: list = [start_ms, end_ms]
+    if device:
+        sql += " AND od.device_id = ?"
+        args.append(device)
+    if group:
+        sql += " AND od.device_id IN (SELECT device_id FROM device_groups WHERE group_code = ?)"
+        args.append(group)
+    rows = db.execute(sql + " ORDER BY o.start_at, od.device_id", args).fetchall()
+    events: dict[tuple[str, str], list[tuple]] = {}
+    for occ, dev, etype, dur, reason in db.execute(
+            "SELECT occurrence_id, device_id, type, duration_ms, reason FROM events WHERE occurrence_id IN "
+            "(SELECT o.id FROM occurrences o WHERE o.start_at >= ? AND o.start_at < ?)", [start_ms, end_ms]):
+        events.setdefault((occ, dev), []).append((etype, dur or 0, reason))
+    out = []
+    for occ, dev, start, bid, end_at, repeat, media_ms in rows:
+        expected = (end_at - start) if end_at else (media_ms or 0) * (repeat or 1)
+        evs = events.get((occ, dev), [])
+        types = {e[0] for e in evs}
+        played_ms = max((e[1] for e in evs if e[0] in ("play_finished", "interrupted")), default=0)
+        reason = next((e[2] for e in evs if e[0] in ("play_failed", "missed", "interrupted") and e[2]), None)
+        if "play_finished" in types:
+            outcome = Outcome.PLAYED if not expected or played_ms >= 0.9 * expected else Outcome.PARTIAL
+            finished = max(e[1] for e in evs if e[0] == "play_finished")
+            played_ms = max(played_ms, finished)
+        elif "play_failed" in types:
+            outcome = Outcome.FAILED
+        elif "missed" in types:
+            outcome = Outcome.MISSED
+        elif "interrupted" in types:
+            outcome = Outcome.PARTIAL if played_ms > 0 else Outcome.INTERRUPTED
+        elif "play_started" in types:
+            outcome = Outcome.INTERRUPTED if start < now_ms() - 6 * 3600 * 1000 else Outcome.NOT_REPORTED
+        else:
+            outcome = Outcome.NOT_REPORTED
+        out.append(PlayOutcome(occ, dev, start, bid, outcome, round(played_ms / 1000, 1), reason))
+    return out
+
+
+@dataclass(frozen=True)
+class DeviceSummary:
+    device_id: str
+    planned: int
+    played: int
+    partial: int
+    failed: int
+    missed: int
+    not_reported: int
+    minutes_on_air: float
+    success_pct: float
+    emergencies: int
+    uptime_pct: float | None
+
+
+def uptime_pct(db: sqlite_utils.Database, device_id: str, start_ms: int, end_ms: int) -> float | None:
+    """Share of [start, end) the node was online, from its status history."""
+    before = db.execute("SELECT online FROM status_history WHERE device_id = ? AND at < ? ORDER BY at DESC LIMIT 1",
+                        [device_id, start_ms]).fetchone()
+    changes = db.execute("SELECT at, online FROM status_history WHERE device_id = ? AND at >= ? AND at < ? ORDER BY at",
+                         [device_id, start_ms, end_ms]).fetchall()
+    if before is None and not changes:
+        return None
+    state = bool(before[0]) if before else False
+    t, online_ms = start_ms, 0
+    for at, online in changes:
+        if state:
+            online_ms += at - t
+        t, state = at, bool(online)
+    end = min(end_ms, now_ms())
+    if state and end > t:
+        online_ms += end - t
+    span = max(1, end - start_ms)
+    return round(100.0 * online_ms / span, 2)
+
+
+def device_summary(db: sqlite_utils.Database, start_ms: int, end_ms: int, group: str | None = None) -> list[DeviceSummary]:
+    per: dict[str, list[PlayOutcome]] = {}
+    for o in outcomes(db, start_ms, end_ms, group=group):
+        per.setdefault(o.device_id, []).append(o)
+    emergency = {r[0] for r in db.execute("SELECT id FROM occurrences WHERE priority = 3")}
+    devices = [r[0] for r in db.execute(
+        "SELECT id FROM devices" + (" WHERE id IN (SELECT device_id FROM device_groups WHERE group_code = ?)" if group
+                                    else "") + " ORDER BY id", [group] if group else [])]
+    out = []
+    for dev in devices:
+        rows = per.get(dev, [])
+        count = lambda oc: sum(1 for r in rows if r.outcome is oc)  # noqa: E731
+        played = count(Outcome.PLAYED)
+        out.append(DeviceSummary(
+            dev, len(rows), played, count(Outcome.PARTIAL), count(Outcome.FAILED), count(Outcome.MISSED),
+            count(Outcome.NOT_REPORTED), round(sum(r.seconds for r in rows) / 60, 2),
+            round(100.0 * played / len(rows), 1) if rows else 100.0,
+            sum(1 for r in rows if r.occurrence_id in emergency and r.outcome is Outcome.PLAYED),
+            uptime_pct(db, dev, start_ms, end_ms)))
+    return out
+
+
+def coverage(db: sqlite_utils.Database, bulletin_id: int) -> dict:
+    """Share of targeted nodes that played each occurrence of a bulletin."""
+    rows = [o for o in outcomes(db, 0, 2**62) if o.bulletin_id == bulletin_id]
+    by_occ: dict[str, list[PlayOutcome]] = {}
+    for r in rows:
+        by_occ.setdefault(r.occurrence_id, []).append(r)
+    occ = [{"occurrence_id": k, "targeted": len(v), "played": sum(1 for r in v if r.outcome is Outcome.PLAYED),
+            "coverage_pct": round(100.0 * sum(1 for r in v if r.outcome is Outcome.PLAYED) / len(v), 1)}
+           for k, v in by_occ.items()]
+    total = len(rows)
+    played = sum(1 for r in rows if r.outcome is Outcome.PLAYED)
+    return {"bulletin_id": bulletin_id, "occurrences": occ, "targeted_plays": total, "played": played,
+            "coverage_pct": round(100.0 * played / total, 1) if total else 0.0}
+
+
+def offline_now(db: sqlite_utils.Database) -> list[dict]:
+    return [{"device_id": r[0], "offline_since": r[1]} for r in db.execute(
+        "SELECT d.id, COALESCE(s.since, d.created_at) FROM devices d LEFT JOIN device_state s ON s.device_id = d.id "
+        "WHERE s.online IS NULL OR s.online = 0 ORDER BY d.id")]
+
+
+def to_csv(rows: list) -> str:
+    buf = io.StringIO()
+    if not rows:
+        return ""
+    dicts = [asdict(r) if hasattr(r, "__dataclass_fields__") else dict(r) for r in rows]
+    w = csv.DictWriter(buf, fieldnames=list(dicts[0]))
+    w.writeheader()
+    for d in dicts:
+        w.writerow({k: (v.value if isinstance(v, enum.Enum) else v) for k, v in d.items()})
+    return buf.getvalue()
