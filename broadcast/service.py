@@ -132,7 +132,9 @@ class StationService:
         """Publish a retained document if its content changed; returns its version."""
         content = body_fn(None)
         digest = hashlib.sha256(p.canonical_json(content)).hexdigest()
-        row = self.db.execute("SELECT version, digest FROM documents WHERE target = ?", [target]).fetchone()
+        # a device has two documents (config and schedule): they are versioned apart
+        key = f"config:{target}" if msg_type is p.MessageType.CONFIG else target
+        row = self.db.execute("SELECT version, digest FROM documents WHERE target = ?", [key]).fetchone()
         if row and row[1] == digest and not force:
             return row[0]
         version = row[0] + (0 if row and row[1] == digest else 1) if row else 1
@@ -146,7 +148,7 @@ class StationService:
         with self._db_lock, transaction(self.db):
             self.db.execute("INSERT INTO documents (target, version, digest, published_at) VALUES (?, ?, ?, ?) "
                             "ON CONFLICT(target) DO UPDATE SET version = excluded.version, digest = excluded.digest, "
-                            "published_at = excluded.published_at", [target, version, digest, now_ms()])
+                            "published_at = excluded.published_at", [key, version, digest, now_ms()])
         self.mqtt.publish(topic, payload, retain=True)
         log.info("published %s %s version %d", msg_type.value, target, version)
         return version

@@ -212,3 +212,20 @@ def test_amp_relay_follows_playback(agent_factory, station, media, mock_pins):
     assert wait_for(lambda: not pin.state, 10)
     agent.close()
     assert not pin.state
+
+
+def test_occurrence_plays_once_while_schedule_updates_keep_arriving(agent_factory, station, media):
+    """Regression: every schedule update used to re-submit an occurrence still in the queue."""
+    agent = agent_factory()
+    m = media.add_wav("once.wav", 1.0, 500)
+    start = p.now_ms() + 2500
+    item = {"occurrence_id": "occ-once", "start_at": start, "media": m.ref()}
+    for version in range(1, 12):
+        station.publish_schedule(f"devices/{DEVICE}", version, [item])
+        time.sleep(0.35)
+    station.wait_event(lambda d, e: e.type is p.EventType.PLAY_FINISHED and e.occurrence_id == "occ-once")
+    time.sleep(1.5)
+    starts = [e for _d, e in station.all_events if e.type is p.EventType.PLAY_STARTED and e.occurrence_id == "occ-once"]
+    assert len(starts) == 1
+    pcm, rate, _ = wav_of(agent)
+    assert abs(len(pcm) / (rate * 2) - 1.0) < 0.1

@@ -23,7 +23,7 @@ from pathlib import Path
 from .cli import add_command
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEMO_SITE = "phuong-demo"
+DEMO_SITE = "phuong-demo"  # must match demo_roles.DEMO_SITE
 DEMO_GROUPS = ("to-1", "to-2", "to-3")
 
 
@@ -126,14 +126,19 @@ def run_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     print(f"thanthien demo — dữ liệu tại {base}")
     print(f"  MQTT broker (riêng): 127.0.0.1:{broker.port}  (log: {broker.data_dir / 'mosquitto.log'})")
-    key = SigningKey.load_or_create(base / "station" / "station.key")
+    key = SigningKey.load_or_create(base / "station" / "station.key")  # the station signs with this same file
     exe = [sys.executable, "-m", "thanthien"]
     started: list[str] = []
     try:
         if role_available("broadcast.service"):
+            from devices.errors import ThanthienError
+
             from .demo_roles import start_station
-            url = start_station(sup, exe, base, broker.port, key)
-            started.append(f"station console: {url}")
+            try:
+                url = start_station(sup, exe, base, broker.port, key)
+                started.append(f"station: {url}")
+            except ThanthienError as exc:  # the demo goes on without the station, and says why
+                print(f"  ! the station could not start: {exc}", file=sys.stderr)
         if role_available("devices.agent.cli"):
             for i in range(args.speakers):
                 device_id = f"loa-{DEMO_GROUPS[i % len(DEMO_GROUPS)]}-{i // len(DEMO_GROUPS) + 1:02d}"

@@ -127,6 +127,7 @@ class Agent:
         self._subscribed_groups: set[str] = set()
         self._threads: list[threading.Thread] = []
         self._pcm_cache: dict[str, bytes] = {}
+        self._handed_over: set[str] = set()  # occurrences given to the player in this run
         self.exit_code = 0
         self._closed = False
         self.log_ring = LogRing()
@@ -527,9 +528,11 @@ class Agent:
             for oid, start_at, item_json in due:
                 if self._stop.is_set():
                     return
+                if oid in self._handed_over:
+                    continue  # queued or playing; marked `fired` once its first frame is out
                 self._fire(structure(p.ScheduleItem, json.loads(item_json)))
             self._schedule_changed.clear()
-            nxt = self.store.pending_occurrences()
+            nxt = [o for o in self.store.pending_occurrences() if o[0] not in self._handed_over]
             wait_s = 1.0
             if nxt:
                 wait_s = max(0.0, min(wait_s, (nxt[0][1] - LOOKAHEAD_MS - p.now_ms()) / 1000))
@@ -568,6 +571,7 @@ class Agent:
         if not self._wait_until(it.start_at):
             return  # stopping: still pending, so a restart plays it or reports it missed
         # marked `fired` (durably) by the play_started event, right after the first frame
+        self._handed_over.add(it.occurrence_id)
         self.player.submit(item)
 
     def _occurrence_done(self, item: PlayItem, outcome: Outcome, reason: str | None) -> None:
