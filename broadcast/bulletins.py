@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlite_utils
 
@@ -137,12 +138,46 @@ def edit(db: sqlite_utils.Database, actor: Actor, bulletin_id: int, *, title: st
 
 
 def render_audio(db: sqlite_utils.Database, library: MediaLibrary, tts: TextToSpeech, b: Bulletin) -> tuple[str, bool]:
-    """The audio a bulletin plays: its uploaded media, or its text spoken (cached)."""
+    """The audio a bulletin plays: its uploaded media, or its text spoken (cached),
+    after a lead-in chime when the bulletin asks for one."""
     if b.media_sha256 and not b.text:
-        return b.media_sha256, False
-    speech = tts.speak(b.text or "")
-    info = copy_into(library, speech.path, "tts-fallback" if speech.fallback else "tts")
-    return info.sha256, speech.fallback
+        sha, fallback = b.media_sha256, False
+    else:
+        speech = tts.speak(b.text or "")
+        sha = copy_into(library, speech.path, "tts-fallback" if speech.fallback else "tts").sha256
+        fallback = speech.fallback
+    if b.chime:
+        sha = with_chime(library, sha)
+    return sha, fallback
+
+
+CHIME_RATE = 22050
+
+
+def chime_pcm() -> bytes:
+    """Three rising notes (C5, E5, G5) announcing a bulletin, as on ward radios."""
+    from devices.audio import silence, tone
+
+    notes = [tone(f, 260, CHIME_RATE, 1, amplitude=0.45) + silence(60, CHIME_RATE, 1) for f in (523.25, 659.25, 783.99)]
+    return b"".join(notes) + silence(500, CHIME_RATE, 1)
+
+
+def with_chime(library: MediaLibrary, sha: str) -> str:
+    """A new library item: the chime, then the audio ``sha`` (decoded to 22.05 kHz mono)."""
+    import tempfile
+    import wave
+
+    from devices.audio import decode_file
+
+    body = decode_file(library.path_for(sha), CHIME_RATE, 1)
+    with tempfile.TemporaryDirectory() as tmpd:
+        out = Path(tmpd) / f"chime-{sha[:12]}.wav"
+        with wave.open(str(out), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(CHIME_RATE)
+            w.writeframes(chime_pcm() + body)
+        return library.import_file(out, source="chime").sha256
 
 
 def submit(db: sqlite_utils.Database, library: MediaLibrary, tts: TextToSpeech, actor: Actor,

@@ -101,6 +101,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_report)
 
+    e = add_command(acts, "emergency", "send an emergency bulletin at once (approver, or operator if allowed)",
+                    epilog="The bulletin must have level emergency. Every node in the targets plays it now, "
+                           "pre-empting anything else, at its emergency volume, even in quiet hours.")
+    e.add_argument("--bulletin", type=int, required=True)
+    e.add_argument("--reason", required=True, help="why (audited)")
+    e.add_argument("--all", action="store_true")
+    e.add_argument("--group", action="append", default=[])
+    e.add_argument("--device", action="append", default=[])
+    e.set_defaults(func=cmd_emergency)
+
     bk = add_command(acts, "backup", "back up the database now (SQLite backup API)")
     bk.set_defaults(func=cmd_backup)
 
@@ -331,6 +341,25 @@ def cmd_report(args):
         print(json.dumps([asdict(r) if is_dataclass(r) else r for r in rows], ensure_ascii=False, default=str))
     else:
         sys.stdout.write(reports.to_csv(rows))
+
+
+@_guard
+def cmd_emergency(args):
+    from . import schedules
+    from .areas import actor_for
+    from .service import StationService
+
+    cfg = _cfg(args)
+    svc = StationService(cfg, media_port=0)
+    try:
+        actor = actor_for(svc.db, args.actor)
+        svc.mqtt.connect(timeout=10)
+        oid = svc.send_emergency(actor, args.bulletin, schedules.Targets(args.all, tuple(args.group),
+                                                                          tuple(args.device)), args.reason)
+        print(f"đã phát khẩn cấp: {oid}")
+    finally:
+        svc.mqtt.close()
+        svc.db.conn.close()
 
 
 @_guard

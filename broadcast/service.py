@@ -234,8 +234,9 @@ class StationService:
         else:
             topics = [self.topics.group(g, p.Channel.CMD) for g in targets.groups]
             topics += [self.topics.device(d, p.Channel.CMD) for d in targets.devices]
-        for t in topics:
-            self.mqtt.publish(t, payload_for())
+        handles = [self.mqtt.publish(t, payload_for()) for t in topics]
+        for h in handles:
+            h.wait(10)  # the broker has it before we say it went out
         return oid
 
     # --- ingest -------------------------------------------------------------------------

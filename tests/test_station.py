@@ -422,3 +422,16 @@ def test_backup_and_retention(db, tmp_path):
     assert not old.exists()
     copy = open_db(path)
     assert copy.execute("SELECT COUNT(*) FROM devices").fetchone()[0] == 2
+
+
+def test_lead_in_chime_is_prepended(db, lib, tts, tmp_path):
+    from devices.audio import decode_file
+    from tests.agent_support import dominant_frequency
+
+    media = lib.import_file(wav_file(tmp_path / "a.wav", seconds=1.0))
+    bid = bulletins.create(db, OPERATOR, "Có chuông", "normal", media_sha256=media.sha256, chime=True)
+    b = bulletins.submit(db, lib, tts, OPERATOR, bid)
+    assert b.audio_sha256 != media.sha256 and lib.get(b.audio_sha256).source == "chime"
+    pcm = decode_file(lib.path_for(b.audio_sha256), 22050, 1)
+    assert 2.3 <= len(pcm) / 44100 <= 2.6  # ~1.5 s of chime, then the 1 s bulletin
+    assert abs(dominant_frequency(pcm[: 22050 // 5 * 2], 22050) - 523) < 30  # starts on C5

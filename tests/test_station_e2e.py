@@ -142,3 +142,46 @@ def test_same_report_when_the_broker_is_down_over_the_scheduled_minute(ward):
     ward["broker"].start()
     assert wait_for(lambda: outcomes_by_device(ward, bid) == {"loa-b1": "played"}, 90), outcomes_by_device(ward, bid)
     assert node_audio_seconds(ward, "loa-a1") == 0.0
+
+
+def test_emergency_from_the_cli_reaches_every_node_at_once(ward, tmp_path):
+    db = ward["db"]
+    from broadcast.media import MediaLibrary
+
+    lib = MediaLibrary(db, ward["cfg"].data_dir / "media")
+    wav = tmp_path / "bao.wav"
+    import wave
+
+    from devices.audio import tone
+
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(22050)
+        w.writeframes(tone(1200, 1500, 22050, 1))
+    media = lib.import_file(wav)
+    operator = areas.actor_for(db, "vanthu")
+    bid = bulletins.create(db, operator, "Bão số 5 đổ bộ", "emergency", media_sha256=media.sha256)
+    cmd = [sys.executable, "-m", "thanthien", "station", "--config", str(ward["tmp"] / "station.toml"),
+           "--as", "vanthu", "emergency", "--bulletin", str(bid), "--all", "--reason", "bão"]
+    refused = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert refused.returncode == 2 and "chỉ người duyệt" in refused.stderr  # operators may not, by default
+    cmd[cmd.index("vanthu")] = "phochutich"
+    sent = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert sent.returncode == 0, sent.stderr
+    assert wait_for(lambda: outcomes_by_device(ward, bid) == {d: "played" for d in NODES}, 60), \
+        outcomes_by_device(ward, bid)
+    log = areas.audit_log(db, "occurrence")
+    assert log[-1]["action"] == "emergency.send" and log[-1]["actor"] == "phochutich"
+
+
+def test_station_kill9_after_scheduling_loses_nothing(ward):
+    bid = make_bulletin(ward, "Thông báo họp tổ dân phố.")
+    station = ward["procs"][0]
+    station.send_signal(signal.SIGKILL)
+    station.wait(10)
+    start = schedule_to_group(ward, bid, "to-1", 12)  # written while the station is down
+    restarted = start_station(ward["tmp"] / "station.toml", ward["tmp"] / "station.log")
+    ward["procs"][0] = restarted
+    assert wait_for(lambda: outcomes_by_device(ward, bid) == {"loa-a1": "played", "loa-a2": "played"}, 90), \
+        outcomes_by_device(ward, bid)
