@@ -111,6 +111,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--device", action="append", default=[])
     e.set_defaults(func=cmd_emergency)
 
+    al = add_command(acts, "alerts", "list open alerts: offline nodes, clocks off, repeated play failures")
+    al.add_argument("--json", action="store_true")
+    al.set_defaults(func=cmd_alerts)
+
     bk = add_command(acts, "backup", "back up the database now (SQLite backup API)")
     bk.set_defaults(func=cmd_backup)
 
@@ -360,6 +364,22 @@ def cmd_emergency(args):
     finally:
         svc.mqtt.close()
         svc.db.conn.close()
+
+
+@_guard
+def cmd_alerts(args):
+    from .alerts import describe, evaluate, open_alerts
+
+    cfg, db, *_ = _ctx(args)
+    evaluate(db, offline_minutes=cfg.offline_alert_minutes, clock_seconds=cfg.clock_alert_seconds,
+             failure_count=cfg.failure_alert_count)
+    alerts = open_alerts(db)
+    if args.json:
+        print(json.dumps([a.__dict__ for a in alerts], ensure_ascii=False))
+    else:
+        for a in alerts:
+            print(describe(a))
+        print(f"{len(alerts)} cảnh báo đang mở")
 
 
 @_guard

@@ -51,6 +51,11 @@ class StationConfig:
     schedule_horizon_h: int = field(48, min=24, max=24 * 14)
     allow_operator_emergency: bool = field(False, help="let operators (not only approvers) send an emergency now")
     offline_alert_minutes: int = field(10, min=1, max=24 * 60)
+    clock_alert_seconds: int = field(30, min=1, max=3600, help="alert when a node's clock is off by more")
+    failure_alert_count: int = field(3, min=1, max=1000, help="alert after this many failed plays in 24 h")
+    alerts_topic: str | None = field(None, max_len=200, pattern=r"[^#+\x00]+",
+                                     pattern_help="an MQTT topic without wildcards",
+                                     help="also publish alerts here, e.g. for the province's monitoring")
     logging: LoggingSettings = field(default_factory=LoggingSettings)
 
     @property

@@ -167,6 +167,17 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         CREATE INDEX acks_cmd ON acks (cmd_id);
     """),
+    ("002_alerts", """
+        CREATE TABLE alerts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            device_id TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('offline','clock','play_failures')),
+            opened_at INTEGER NOT NULL,
+            closed_at INTEGER,
+            detail TEXT
+        );
+        CREATE INDEX alerts_open ON alerts (device_id, kind, closed_at);
+    """),
 ]
 
 

@@ -31,6 +31,7 @@ from .tts import TextToSpeech
 log = logging.getLogger("thanthien.station")
 
 DISPATCH_POLL_S = 0.25
+ALERT_INTERVAL_S = 15.0
 PAST_MARGIN_MS = 10 * 60_000  # keep just-started occurrences in documents
 
 
@@ -189,13 +190,35 @@ class StationService:
             target = f"groups/{g['code']}"
             self._publish_document(target, p.MessageType.SCHEDULE, self._schedule_body(target), force)
 
+    def check_alerts(self) -> list:
+        """Open/close alerts; publish the new ones to the configured monitoring topic."""
+        from .alerts import describe, evaluate
+
+        with self._db_lock:
+            opened = evaluate(self.db, offline_minutes=self.cfg.offline_alert_minutes,
+                              clock_seconds=self.cfg.clock_alert_seconds, failure_count=self.cfg.failure_alert_count)
+        for a in opened:
+            log.warning("alert: %s", describe(a))
+            if self.cfg.alerts_topic and self.mqtt.connected:
+                self.mqtt.publish(self.cfg.alerts_topic, json.dumps(
+                    {"site": self.cfg.site, "device_id": a.device_id, "kind": a.kind, "opened_at": a.opened_at,
+                     "detail": a.detail, "text": describe(a)}, ensure_ascii=False))
+        return opened
+
     def _dispatch_loop(self) -> None:
         """Dispatch at start, whenever another process commits to the database (the CLI,
         the console: PRAGMA data_version changes), on reconnect, and every 30 s."""
         first = True
         seen_version = None
         last = 0.0
+        last_alerts = 0.0
         while not self._stop.is_set():
+            if time.monotonic() - last_alerts > ALERT_INTERVAL_S:
+                last_alerts = time.monotonic()
+                try:
+                    self.check_alerts()
+                except Exception:
+                    log.exception("alert check failed")
             version = self.db.execute("PRAGMA data_version").fetchone()[0]
             if version != seen_version or self._wake.is_set() or time.monotonic() - last > 30:
                 self._wake.clear()

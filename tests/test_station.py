@@ -435,3 +435,30 @@ def test_lead_in_chime_is_prepended(db, lib, tts, tmp_path):
     pcm = decode_file(lib.path_for(b.audio_sha256), 22050, 1)
     assert 2.3 <= len(pcm) / 44100 <= 2.6  # ~1.5 s of chime, then the 1 s bulletin
     assert abs(dominant_frequency(pcm[: 22050 // 5 * 2], 22050) - 523) < 30  # starts on C5
+
+
+def test_alerts_open_and_close(db):
+    from broadcast import alerts
+
+    topics = p.Topics("phuong-test")
+    t = now_ms()
+    ingest = lambda ch, obj: ingest_report(db, topics, topics.device("loa-1", ch),  # noqa: E731
+                                           json.dumps(obj).encode(), lambda d: {})
+    ingest(p.Channel.STATUS, {"state": "offline", "at": t - 20 * 60_000})
+    ingest(p.Channel.STATUS, {"state": "online", "at": t})
+    ingest(p.Channel.TELEMETRY, {"at": now_ms() + 120_000, "version": "0.1.0"})  # clock 2 min ahead
+    for _ in range(3):
+        ingest(p.Channel.EVENTS, {"id": str(uuid.uuid4()), "type": "play_failed", "at": t, "reason": "HTTP 404"})
+    kw = dict(offline_minutes=10, clock_seconds=30, failure_count=3)
+    opened = {(a.device_id, a.kind) for a in alerts.evaluate(db, **kw, now=t + 1000)}
+    # loa-2 never connected (created long ago relative to now + 11 min), loa-1 has a bad clock and failures
+    assert ("loa-1", "clock") in opened and ("loa-1", "play_failures") in opened
+    assert ("loa-1", "offline") not in opened
+    later = {(a.device_id, a.kind) for a in alerts.evaluate(db, **kw, now=t + 11 * 60_000)}
+    assert ("loa-2", "offline") in later
+    assert not alerts.evaluate(db, **kw, now=t + 11 * 60_000 + 1)  # never duplicated
+    ingest(p.Channel.TELEMETRY, {"at": now_ms(), "version": "0.1.0"})
+    alerts.evaluate(db, **kw, now=t + 12 * 60_000)
+    kinds = {(a.device_id, a.kind) for a in alerts.open_alerts(db)}
+    assert ("loa-1", "clock") not in kinds and ("loa-2", "offline") in kinds
+    assert "mất kết nối" in alerts.describe(next(a for a in alerts.open_alerts(db) if a.kind == "offline"))
