@@ -7,13 +7,12 @@ refuse any UPDATE or DELETE on it.
 
 from __future__ import annotations
 
-import sqlite3
-import time
 from pathlib import Path
 
 import sqlite_utils
 
-from devices.errors import StorageError
+from devices.sqlite import connect, now_ms, transaction  # noqa: F401 (re-exported for the station)
+from devices.sqlite import migrate as apply_migrations
 
 MIGRATIONS: list[tuple[str, str]] = [
     ("001_initial", """
@@ -181,74 +180,13 @@ MIGRATIONS: list[tuple[str, str]] = [
 ]
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def open_db(path: Path | str) -> sqlite_utils.Database:
     """Open (creating if needed) and migrate the station database."""
-    try:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-    except sqlite3.Error as exc:
-        raise StorageError(f"cannot open the station database {path}: {exc}") from exc
-    db = sqlite_utils.Database(conn)
+    db = connect(path, "the station database")
     migrate(db)
     return db
 
 
 def migrate(db: sqlite_utils.Database) -> list[str]:
-    """Apply missing migrations in order; returns the names applied now."""
-    db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)")
-    done = {r[0] for r in db.execute("SELECT name FROM migrations").fetchall()}
-    applied = []
-    for name, sql in MIGRATIONS:
-        if name in done:
-            continue
-        with transaction(db):
-            for stmt in _statements(sql):
-                db.execute(stmt)
-            db.execute("INSERT INTO migrations VALUES (?, ?)", [name, now_ms()])
-        applied.append(name)
-    return applied
-
-
-def _statements(sql: str) -> list[str]:
-    """Split on ';' outside trigger bodies (BEGIN … END)."""
-    out, buf, depth = [], [], 0
-    for token in sql.replace(";", ";\x00").split("\x00"):
-        buf.append(token)
-        upper = token.upper()
-        depth += upper.count(" BEGIN ") - upper.count(" END;")
-        if depth <= 0 and token.strip().endswith(";"):
-            stmt = "".join(buf).strip().rstrip(";")
-            if stmt:
-                out.append(stmt)
-            buf, depth = [], 0
-    rest = "".join(buf).strip().rstrip(";")
-    if rest:
-        out.append(rest)
-    return out
-
-
-class transaction:
-    """BEGIN IMMEDIATE … COMMIT: the write is on disk when the block exits."""
-
-    def __init__(self, db: sqlite_utils.Database):
-        self.conn = db.conn
-        self._outer = False
-
-    def __enter__(self):
-        self._outer = not self.conn.in_transaction
-        if self._outer:
-            self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, exc_type, exc, tb):
-        if self._outer:
-            self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        return False
+    """Apply the station's missing migrations; returns the names applied now."""
+    return apply_migrations(db, MIGRATIONS)

@@ -207,3 +207,18 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05) -> bool:
 
 def dumps(obj) -> str:
     return json.dumps(obj)
+
+
+class NoAmp:
+    """An amplifier stand-in for player tests that need no relay."""
+
+    is_on = False
+
+    def acquire(self):
+        pass
+
+    def release(self):
+        pass
+
+    def off_now(self):
+        pass

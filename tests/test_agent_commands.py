@@ -14,7 +14,7 @@ from devices import protocol as p
 from devices.agent.player import ItemKind, Player, PlayItem
 from devices.audio import NullSink, WavSink, rms, tone
 from devices.gpio import AmpRelay
-from tests.agent_support import RATE, dominant_frequency, read_wav, wait_for
+from tests.agent_support import RATE, NoAmp, dominant_frequency, read_wav, wait_for
 from tests.conftest import require_tool
 from tests.test_agent import DEVICE, agent_factory, media, station, wav_of  # noqa: F401 (fixtures)
 
@@ -154,7 +154,7 @@ def test_amp_off_after_close_even_mid_item(mock_pins):
 def test_interrupt_policies(tmp_path, policy, expected_seconds):
     sink = WavSink(tmp_path / "out.wav", RATE, 1)
     events = []
-    player = Player(sink, _NoAmp(), volume=lambda: 100, emergency_volume=lambda: 100, fade_ms=0,
+    player = Player(sink, NoAmp(), volume=lambda: 100, emergency_volume=lambda: 100, fade_ms=0,
                     on_event=lambda t, it, **k: events.append((t, it.key)))
     try:
         player.submit(PlayItem(key="n", kind=ItemKind.TONE, priority=p.Priority.NORMAL, pcm=tone(440, 2000, RATE, 1),
@@ -176,7 +176,7 @@ def test_interrupt_policies(tmp_path, policy, expected_seconds):
 def test_equal_priorities_queue_in_order(tmp_path):
     sink = NullSink(RATE, 1, paced=False)
     order = []
-    player = Player(sink, _NoAmp(), volume=lambda: 100, emergency_volume=lambda: 100,
+    player = Player(sink, NoAmp(), volume=lambda: 100, emergency_volume=lambda: 100,
                     on_event=lambda t, it, **k: order.append(it.key) if t is p.EventType.PLAY_STARTED else None)
     try:
         for k in ("1", "2", "3"):
@@ -191,26 +191,13 @@ def test_volume_scales_the_output(tmp_path):
     levels = {}
     for vol in (100, 50):
         sink = WavSink(tmp_path / f"v{vol}.wav", RATE, 1, paced=False)
-        player = Player(sink, _NoAmp(), volume=lambda v=vol: v, emergency_volume=lambda: 100)
+        player = Player(sink, NoAmp(), volume=lambda v=vol: v, emergency_volume=lambda: 100)
         player.submit(PlayItem(key="t", kind=ItemKind.TONE, priority=p.Priority.NORMAL, pcm=tone(440, 300, RATE, 1)))
         assert wait_for(lambda: player.wait_idle(0.05), 5)
         time.sleep(0.1)
         player.close()
         levels[vol] = rms(read_wav(tmp_path / f"v{vol}.wav")[0])
     assert levels[50] < levels[100] * 0.5
-
-
-class _NoAmp:
-    is_on = False
-
-    def acquire(self):
-        pass
-
-    def release(self):
-        pass
-
-    def off_now(self):
-        pass
 
 
 def test_pyaudio_sink_through_the_alsa_file_device(alsa_file_device):

@@ -13,7 +13,7 @@ from devices.agent.media import MediaCache
 from devices.agent.player import ItemKind, Player, PlayItem
 from devices.agent.store import AgentStore
 from devices.audio import tone
-from tests.agent_support import RATE, MediaServer, wait_for
+from tests.agent_support import RATE, MediaServer, NoAmp, wait_for
 
 
 @pytest.fixture
@@ -73,19 +73,6 @@ class BrokenSink:
         pass
 
     def close(self):
-        pass
-
-
-class NoAmp:
-    is_on = False
-
-    def acquire(self):
-        pass
-
-    def release(self):
-        pass
-
-    def off_now(self):
         pass
 
 

@@ -9,16 +9,12 @@ lock: a node has few writes and they must each be durable before anything is sai
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-import sqlite_utils
-
-from ..errors import StorageError
+from ..sqlite import connect, migrate, now_ms, transaction
 
 MIGRATIONS: list[tuple[str, str]] = [
     ("001_initial", """
@@ -54,10 +50,6 @@ MIGRATIONS: list[tuple[str, str]] = [
 ]
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 @dataclass(frozen=True)
 class OutboxRow:
     seq: int
@@ -72,33 +64,13 @@ class AgentStore:
 
     def __init__(self, path: Path | str):
         self.path = Path(path) if str(path) != ":memory:" else None
-        try:
-            if self.path is not None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open the node database {path}: {exc}") from exc
-        self.db = sqlite_utils.Database(conn)
+        self.db = connect(path, "the node database")
         self._lock = threading.RLock()
-        self._migrate()
-
-    def _migrate(self) -> None:
         with self._lock:
-            self.db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at INTEGER)")
-            done = {r[0] for r in self.db.execute("SELECT name FROM migrations").fetchall()}
-            for name, sql in MIGRATIONS:
-                if name in done:
-                    continue
-                with self._tx():
-                    for stmt in filter(str.strip, sql.split(";")):
-                        self.db.execute(stmt)
-                    self.db.execute("INSERT INTO migrations VALUES (?, ?)", [name, now_ms()])
+            migrate(self.db, MIGRATIONS)
 
-    def _tx(self):
-        return _Transaction(self.db.conn, self._lock)
+    def _tx(self) -> transaction:
+        return transaction(self.db, self._lock)
 
     def close(self) -> None:
         with self._lock:
@@ -231,33 +203,3 @@ class AgentStore:
     def media_bytes(self) -> int:
         with self._lock:
             return self.db.execute("SELECT COALESCE(SUM(bytes), 0) FROM media").fetchone()[0]
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE … COMMIT under the store's lock; rolled back on error."""
-
-    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock):
-        self.conn, self.lock = conn, lock
-        self._outer = False
-
-    def __enter__(self):
-        self.lock.acquire()
-        self._outer = not self.conn.in_transaction
-        if self._outer:
-            self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, exc_type, exc, tb):
-        try:
-            if self._outer:
-                if exc_type is None:
-                    self.conn.execute("COMMIT")
-                else:
-                    self.conn.execute("ROLLBACK")
-        except sqlite3.Error as err:
-            raise StorageError(f"database write failed: {err}") from err
-        finally:
-            self.lock.release()
-        if isinstance(exc, sqlite3.Error):
-            raise StorageError(f"database write failed: {exc}") from exc
-        return False
