@@ -43,11 +43,11 @@ def pct(values, q):
 class Fleet:
     """N lightweight nodes: paho clients that verify the schedule and ack its version."""
 
-    def __init__(self, port: int, n: int, key: p.SigningKey | None, topic: str, reply_prefix: str):
+    def __init__(self, port: int, n: int, key: p.SigningKey | None, topic: str, reply_prefix: str, first: int = 0):
         self.clients = []
         self.ready = threading.Semaphore(0)
         verifier_keys = [key.public] if key else []
-        for i in range(n):
+        for i in range(first, first + n):
             c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{reply_prefix}-{i}", protocol=paho.MQTTv5)
             c.user_data_set({"id": f"loa-{i:04d}", "verifier": p.Verifier(verifier_keys) if key else None})
 
@@ -81,6 +81,42 @@ class Fleet:
             c.disconnect()
 
 
+def _fleet_process(port, start, count, key_raw, topic, prefix, ready, stop):
+    key = p.SigningKey(key_raw) if key_raw else None
+    fleet = Fleet(port, count, key, topic, prefix, first=start)
+    ready.put(count)
+    stop.wait()
+    fleet.close()
+
+
+class FleetProcesses:
+    """The simulated nodes spread over processes: paho's select() loop cannot use file
+    descriptors above 1024, so one process must not hold more than a few hundred."""
+
+    PER_PROCESS = 250
+
+    def __init__(self, port, n, key_raw, topic, prefix):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork")
+        self.stop = ctx.Event()
+        ready = ctx.Queue()
+        self.procs = []
+        for start in range(0, n, self.PER_PROCESS):
+            count = min(self.PER_PROCESS, n - start)
+            proc = ctx.Process(target=_fleet_process, args=(port, start, count, key_raw, topic, prefix, ready,
+                                                             self.stop), daemon=True)
+            proc.start()
+            self.procs.append(proc)
+        for _ in self.procs:
+            ready.get(timeout=300)
+
+    def close(self):
+        self.stop.set()
+        for proc in self.procs:
+            proc.join(30)
+
+
 def collector(port: int, topic: str, n: int):
     got: dict[str, float] = {}
     done = threading.Event()
@@ -112,7 +148,7 @@ def fanout(port: int, n: int) -> tuple[list[float], list[float], int]:
                                                   "horizon_end": now + 48 * 3_600_000, "items": items},
                                 ttl_ms=48 * 3_600_000)
     # ours: signed schedule → every node verifies → ack
-    fleet = Fleet(port, n, key, group_topic, "ours")
+    fleet = FleetProcesses(port, n, key._raw, group_topic, "ours")
     col, got, done = collector(port, f"thanthien/v1/{SITE}/devices/+/ack", n)
     pub = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-station", protocol=paho.MQTTv5)
     pub.connect("127.0.0.1", port)
@@ -127,7 +163,7 @@ def fanout(port: int, n: int) -> tuple[list[float], list[float], int]:
     col.disconnect()
     # bare paho: the same payload size, subscribers echo without verifying
     bare_topic = f"bench/bare/fanout-{n}"
-    fleet = Fleet(port, n, None, bare_topic, "bare")
+    fleet = FleetProcesses(port, n, None, bare_topic, "bare")
     col, got, done = collector(port, f"bare/reply/+", n)
     t0 = time.perf_counter()
     pub.publish(bare_topic, b"x" * len(payload), qos=1)
