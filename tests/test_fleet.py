@@ -198,3 +198,24 @@ def test_apply_assignments_validates():
 def test_missing_config_is_exit_2(tmp_path):
     res = fleet(tmp_path / "missing.toml", "ls")
     assert res.returncode == 2 and "file not found" in res.stderr
+
+
+def test_enrol_also_creates_the_station_device_record(ward, tmp_path):
+    from broadcast import areas
+    from broadcast.db import open_db
+    from tests.station_support import write_station_config
+
+    station_cfg = write_station_config(tmp_path / "station.toml", tmp_path / "station", ward["port"])
+    admin = areas.Actor("admin", areas.Role.ADMIN)
+    db = open_db(tmp_path / "station" / "station.db")
+    areas.add_user(db, "admin", "admin", "Quản trị")
+    areas.save_group(db, admin, "to-1", "Tổ 1")
+    out = fleet(ward["cfg"], "enrol", "loa-21", "--group", "to-1", "--name", "Loa chợ", "--out", str(tmp_path),
+                "--station-config", str(station_cfg))
+    assert out.returncode == 0, out.stderr
+    assert areas.device_groups(db, "loa-21") == ["to-1"]
+    # a group the station does not know: refused, and no broker account is left behind
+    bad = fleet(ward["cfg"], "enrol", "loa-22", "--group", "to-9", "--out", str(tmp_path),
+                "--station-config", str(station_cfg))
+    assert bad.returncode == 2 and "to-9" in bad.stderr
+    assert "loa-22" not in (ward["broker_dir"] / "accounts.json").read_text()

@@ -81,6 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     enrol.add_argument("--qr", action="store_true", help="also write DEVICE.png, a QR code of the config")
     enrol.add_argument("--show-secret", action="store_true", help="print the password too")
     enrol.add_argument("--replace", action="store_true", help="re-enrol an existing node with a new password")
+    enrol.add_argument("--station-config", type=Path,
+                       help="also create the device record in this station (its groups, name)")
+    enrol.add_argument("--name", help="the device's name in the station (default: its id)")
     enrol.set_defaults(func=cmd_enrol)
 
     revoke = add_command(cmds, "revoke", "remove a node's broker account: it is cut off at once")
@@ -384,6 +387,20 @@ def cmd_enrol(args) -> int:
         return _fail(EXIT_USAGE, exc.detail)
     except (errors.ValidationError, errors.StorageError) as exc:
         return _fail(EXIT_USAGE, str(exc))
+    if args.station_config:
+        # through the station's own command: the fleet tools never import the station
+        import subprocess
+        import sys
+
+        cmd = [sys.executable, "-m", "thanthien", "station", "--config", str(args.station_config), "device-add",
+               args.device, "--name", args.name or args.device]
+        for g in args.group:
+            cmd += ["--group", g]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            _registry(cfg).revoke(args.device)  # all or nothing: no broker account without its record
+            return _fail(EXIT_USAGE, f"the station refused the device: {done.stderr.strip()}")
+        print(f"  {done.stdout.strip()}")
     toml = node_config_toml(cfg, args.device, enrolment.password, key.public.to_text())
     out = args.out / f"{args.device}.toml"
     _write_secret(out, toml)
