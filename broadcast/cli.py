@@ -121,6 +121,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     k = add_command(acts, "key", "print the station's public key (for node configs)")
     k.set_defaults(func=cmd_key)
 
+    kr = add_command(acts, "key-rotate", "start a signing-key rotation: nodes learn the new key during the overlap",
+                     epilog="The old key keeps signing until `key-finish`; choose an overlap longer than any node's "
+                            "usual time offline. A node offline for the whole overlap needs the new key by hand.")
+    kr.add_argument("--overlap-days", type=float, default=7.0)
+    kr.set_defaults(func=cmd_key_rotate)
+    kf = add_command(acts, "key-finish", "switch to the new key once the overlap has passed (or --force)")
+    kf.add_argument("--force", action="store_true")
+    kf.set_defaults(func=cmd_key_finish)
+
 
 def _cfg(args):
     from devices.config import load_config
@@ -392,7 +401,35 @@ def cmd_backup(args):
 
 @_guard
 def cmd_key(args):
-    from devices.protocol import SigningKey
+    from .service import open_keyring
 
-    cfg = _cfg(args)
-    print(SigningKey.load_or_create(cfg.signing_key_path).public.to_text())
+    print(open_keyring(_cfg(args)).signer.public.to_text())
+
+
+@_guard
+def cmd_key_rotate(args):
+    from .areas import audit
+    from .db import transaction
+    from .service import open_keyring
+
+    cfg, db, _l, _t, actor = _ctx(args)
+    ring = open_keyring(cfg)
+    new = ring.rotate(int(args.overlap_days * 86_400_000))
+    with transaction(db):
+        audit(db, actor, "key.rotate", "key", new.kid, {"overlap_days": args.overlap_days})
+    print(f"khóa mới {new.kid}: các loa sẽ nhận trong {args.overlap_days:g} ngày; sau đó chạy key-finish")
+
+
+@_guard
+def cmd_key_finish(args):
+    from .areas import audit
+    from .db import transaction
+    from .service import open_keyring
+
+    cfg, db, _l, _t, actor = _ctx(args)
+    ring = open_keyring(cfg)
+    new = ring.finish_rotation(force=args.force)
+    new.save(cfg.signing_key_path)  # the fleet tools read this file
+    with transaction(db):
+        audit(db, actor, "key.finish", "key", new.kid, {"forced": args.force})
+    print(f"đang ký bằng khóa {new.kid}; khóa cũ đã bỏ")

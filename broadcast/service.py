@@ -21,6 +21,7 @@ import time
 from devices import errors
 from devices import protocol as p
 from devices.mqtt import MqttClient, OutgoingMessage
+from devices.typed import unstructure
 
 from . import areas, bulletins, schedules
 from .config import StationConfig
@@ -42,7 +43,7 @@ class StationService:
         self.db = open_db(cfg.data_dir / "station.db")
         self.library = MediaLibrary(self.db, cfg.data_dir / "media", cfg.http.max_upload_bytes)
         self.tts = TextToSpeech.from_settings(cfg.data_dir / "tts-cache", cfg.tts)
-        self.key = p.SigningKey.load_or_create(cfg.signing_key_path)
+        self.keyring = open_keyring(cfg)
         self.horizon_ms = cfg.schedule_horizon_h * 3600 * 1000
         self._media_port = cfg.http.port if media_port is None else media_port
         self.media_server: MediaServer | None = None
@@ -55,6 +56,11 @@ class StationService:
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._db_lock = threading.RLock()
+
+    @property
+    def key(self) -> p.SigningKey:
+        """The key everything is signed with now (the old one during a rotation's overlap)."""
+        return self.keyring.signer
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -171,13 +177,25 @@ class StationService:
             "WHERE device_id = ?) AND quiet_start IS NOT NULL", [device_id])]
         content = {"device_id": device_id, "groups": groups, "volume": row[0], "max_volume": row[1],
                    "emergency_volume": row[2], "quiet_hours": quiet[:8],
-                   "amp": {"warmup_ms": row[3], "tail_ms": row[4]}}
+                   "amp": {"warmup_ms": row[3], "tail_ms": row[4]},
+                   "trusted_keys": [unstructure(k) for k in self.keyring.trusted_keys()]}
 
         def body(version):
             return {**content, "version": version} if version else content
         return body
 
+    def _refresh_keyring(self) -> None:
+        """Pick up a rotation started or finished from the CLI."""
+        from devices.keyring import Keyring
+
+        mtime = self.keyring.state_path.stat().st_mtime_ns
+        if mtime != getattr(self, "_keyring_mtime", mtime):
+            self.keyring = Keyring(self.keyring.dir)
+            log.info("signing keys changed: now signing with %s", self.keyring.signer.kid)
+        self._keyring_mtime = mtime
+
     def dispatch_once(self, force: bool = False) -> None:
+        self._refresh_keyring()
         with self._db_lock, transaction(self.db):
             schedules.expand_into(self.db, self.cfg.timezone, self.horizon_ms)
         if not self.mqtt.connected:
@@ -295,6 +313,15 @@ class StationService:
     def _republish(self, target: str) -> None:
         """A node came back holding an old version: send the current document again."""
         self._publish_document(target, p.MessageType.SCHEDULE, self._schedule_body(target), force=True)
+
+
+def open_keyring(cfg: StationConfig):
+    """The station's keys: station.key is adopted on first use; it always holds the signer,
+    so the fleet tools (which read that file) sign with the same key as the station."""
+    from devices.keyring import Keyring
+
+    p.SigningKey.load_or_create(cfg.signing_key_path)
+    return Keyring.adopt(cfg.data_dir / "keys", cfg.signing_key_path)
 
 
 def ingest_report(db, topics: p.Topics, topic: str, payload: bytes, documents_for) -> set[str]:

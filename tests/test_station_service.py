@@ -64,3 +64,42 @@ def test_alerts_are_published_for_the_province(service, mqtt_settings):
         assert [(a.device_id, a.kind) for a in opened] == [("loa-1", "offline")]
         msg = json.loads(got.get(timeout=10).payload)
         assert msg["device_id"] == "loa-1" and msg["kind"] == "offline" and "mất kết nối" in msg["text"]
+
+
+def test_key_rotation_reaches_a_real_agent(service, tmp_path, broker, mock_pins):
+    """rotate → the node learns the new key from a config signed by the old one →
+    finish → the old key is refused by the node."""
+    import subprocess
+    import sys
+
+    from devices import protocol as p
+    from devices.agent.agent import Agent
+    from devices.config import SpeakerConfig
+    from tests.agent_support import wait_for, write_agent_config
+    from tests.station_support import ROOT
+
+    old = service.key
+    cfg = write_agent_config(tmp_path / "node.toml", device_id="loa-1", data_dir=tmp_path / "node", key=old,
+                             port=broker.port, sink="null")
+    agent = Agent(load_config(cfg, SpeakerConfig)).start()
+    try:
+        assert wait_for(lambda: agent.node_config is not None, 30)
+        station_toml = str(tmp_path / "station.toml")
+        run = lambda *a: subprocess.run([sys.executable, "-m", "thanthien", "station", "--config", station_toml,  # noqa
+                                         *a], capture_output=True, text=True, cwd=ROOT, timeout=60)
+        areas.add_user(service.db, "admin", "admin", "Quản trị")
+        out = run("key-rotate", "--overlap-days", "1")
+        assert out.returncode == 0, out.stderr
+        assert wait_for(lambda: len(agent.verifier.key_ids) == 2, 30)  # learned the new key, still trusts the old
+        out = run("key-finish")
+        assert out.returncode == 2 and "overlap" in out.stderr  # too early
+        out = run("key-finish", "--force")
+        assert out.returncode == 0, out.stderr
+        new_kid = service.keyring.dir.joinpath("keyring.json").read_text()
+        assert wait_for(lambda: agent.verifier.key_ids == [json.loads(new_kid)["signer_kid"]], 30)
+        with pytest.raises(Exception) as exc:
+            agent.verifier.verify(p.encode_envelope(old, "ping", {}))
+        assert getattr(exc.value, "reason", "") == "unknown_key"
+        assert p.SigningKey.load(service.cfg.signing_key_path).kid != old.kid  # fleet tools sign with the new key
+    finally:
+        agent.close()
