@@ -5,12 +5,14 @@ set -euo pipefail
 packages=(
   python3-venv python3-dev          # venv + headers for PyAudio on a stock Debian python
   mosquitto mosquitto-clients       # private broker for tests and the demo
+  nats-server                       # second broker (MQTT listener): portability tests
   portaudio19-dev                   # PyAudio builds against it
   alsa-utils                        # aplay/amixer for speaker nodes
   espeak-ng                         # offline Vietnamese speech
   sox lame                          # audio checks in tests; MP3 encoding for test media
   xvfb xauth libmtdev1              # Kivy under a virtual screen
   chromium                          # console tests (driven by Playwright, never downloaded)
+  systemd                           # systemd-analyze verifies the unit files
 )
 if ! command -v dpkg-query >/dev/null 2>&1; then
   echo "ensure-system-packages: not a Debian system; install these yourself: ${packages[*]}" >&2

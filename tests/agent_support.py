@@ -82,11 +82,12 @@ class MediaServer:
 
 
 def write_agent_config(path: Path, *, device_id: str, data_dir: Path, key: p.SigningKey, port: int,
-                       sink: str, amp_pin: int | None = None, extra: str = "") -> Path:
+                       sink: str, amp_pin: int | None = None, extra: str = "", protocol: str = "5") -> Path:
     text = (f"site = {toml_string(SITE)}\ndevice_id = {toml_string(device_id)}\n"
             f"data_dir = {toml_string(data_dir)}\nstation_keys = [{toml_string(key.public.to_text())}]\n"
             f"telemetry_interval_s = 2\n{extra}\n"
-            f"[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nreconnect_min_s = 0.05\nreconnect_max_s = 0.5\n"
+            f"[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nprotocol = \"{protocol}\"\n"
+            "reconnect_min_s = 0.05\nreconnect_max_s = 0.5\n"
             f"[audio]\nsink = {toml_string(sink)}\nsample_rate = {RATE}\nchannels = {CHANNELS}\nfade_ms = 100\n"
             f"[amp]\nwarmup_ms = 0\ntail_ms = 0\n" + (f"pin = {amp_pin}\n" if amp_pin is not None else "")
             + "[logging]\nlevel = \"INFO\"\n")
@@ -97,7 +98,7 @@ def write_agent_config(path: Path, *, device_id: str, data_dir: Path, key: p.Sig
 class Station:
     """Signs and publishes like the station; collects acks, events and statuses."""
 
-    def __init__(self, settings: MqttSettings, key: p.SigningKey | None = None):
+    def __init__(self, settings: MqttSettings, key: p.SigningKey | None = None):  # noqa: D107
         self.key = key or p.SigningKey.generate()
         self.topics = p.Topics(SITE)
         self.acks: queue.Queue = queue.Queue()
