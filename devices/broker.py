@@ -47,10 +47,63 @@ def find_mosquitto() -> str | None:
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None)
 
 
-class MosquittoProcess:
-    """A Mosquitto child process bound to 127.0.0.1 on its own port and data directory."""
+class BrokerProcess:
+    """A broker child process on loopback: stop (graceful), kill (crash), restart.
+
+    Subclasses set ``proc`` in ``start()``.
+    """
 
     host = "127.0.0.1"
+    proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 10.0) -> "BrokerProcess":  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Graceful stop (SIGTERM): the broker saves its persistent sessions."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._close_pipes()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing saved since the last autosave."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._close_pipes()
+
+    def restart(self, down_for: float = 0.0) -> None:
+        self.stop()
+        if down_for:
+            time.sleep(down_for)
+        self.start()
+
+    def _close_pipes(self) -> None:
+        if self.proc is not None and self.proc.stderr:
+            self.proc.stderr.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class MosquittoProcess(BrokerProcess):
+    """A Mosquitto child process bound to 127.0.0.1 on its own port and data directory."""
 
     def __init__(self, data_dir: Path, *, port: int | None = None, template: Path = DEFAULT_TEMPLATE,
                  extra: dict[str, str] | None = None):
@@ -82,45 +135,3 @@ class MosquittoProcess:
             tail = log.read_text("utf-8", "replace")[-800:] if log.exists() else ""
             raise BrokerError(f"mosquitto did not listen on {self.port}: {err.decode(errors='replace')}{tail}")
         return self
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Graceful stop: Mosquitto saves its persistence file (sessions, queued messages)."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._close_pipes()
-
-    def kill(self) -> None:
-        """SIGKILL: a crash, nothing saved since the last autosave."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._close_pipes()
-
-    def restart(self, down_for: float = 0.0) -> None:
-        self.stop()
-        if down_for:
-            time.sleep(down_for)
-        self.start()
-
-    def _close_pipes(self) -> None:
-        if self.proc is not None and self.proc.stderr:
-            self.proc.stderr.close()
-
-    def __enter__(self) -> "MosquittoProcess":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -5,16 +5,13 @@ only, so clients use ``MqttSettings(protocol="3.1.1")``."""
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
-from .broker import BrokerError, free_port, wait_for_port
+from .broker import BrokerError, BrokerProcess, free_port, wait_for_port
 
 
-class NatsMqttProcess:
-    host = "127.0.0.1"
-
+class NatsMqttProcess(BrokerProcess):
     def __init__(self, data_dir: Path, *, port: int | None = None):
         self.data_dir = Path(data_dir)
         self.port = port or free_port()          # the MQTT listener
@@ -43,35 +40,3 @@ class NatsMqttProcess:
             raise BrokerError(f"nats-server did not open its MQTT listener on {self.port}: "
                               + (self.data_dir / "nats.log").read_text(errors="replace")[-800:])
         return self
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def restart(self, down_for: float = 0.0) -> None:
-        import time
-
-        self.stop()
-        if down_for:
-            time.sleep(down_for)
-        self.start()
-
-    def __enter__(self) -> "NatsMqttProcess":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -371,22 +371,35 @@ def _write_secret(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
+def _add_account(cfg, name: str, kind, groups: list[str], replace: bool):
+    """Registry add with the fleet's error handling: (enrolment, 0) or (None, exit status)."""
+    from devices import errors
+    from devices.protocol import validate_id
+
+    try:
+        validate_id(name, "device id" if groups else "account name")
+        for g in groups:
+            validate_id(g, "group id")
+        return _registry(cfg).add(name, kind, groups, replace=replace), 0
+    except errors.ProtocolError as exc:
+        return None, _fail(EXIT_USAGE, exc.detail)
+    except (errors.ValidationError, errors.StorageError) as exc:
+        return None, _fail(EXIT_USAGE, str(exc))
+
+
 def cmd_enrol(args) -> int:
     from devices import errors
     from devices.fleet.broker_auth import AccountKind
-    from devices.protocol import SigningKey, validate_id
+    from devices.protocol import SigningKey
 
     cfg = _config(args)
     try:
-        validate_id(args.device, "device id")
-        for g in args.group:
-            validate_id(g, "group id")
         key = SigningKey.load(cfg.signing_key)
-        enrolment = _registry(cfg).add(args.device, AccountKind.DEVICE, args.group, replace=args.replace)
-    except errors.ProtocolError as exc:
-        return _fail(EXIT_USAGE, exc.detail)
-    except (errors.ValidationError, errors.StorageError) as exc:
+    except errors.StorageError as exc:
         return _fail(EXIT_USAGE, str(exc))
+    enrolment, rc = _add_account(cfg, args.device, AccountKind.DEVICE, args.group, args.replace)
+    if enrolment is None:
+        return rc
     if args.station_config:
         # through the station's own command: the fleet tools never import the station
         import subprocess
@@ -433,16 +446,12 @@ def cmd_revoke(args) -> int:
 
 
 def cmd_account(args) -> int:
-    from devices import errors
     from devices.fleet.broker_auth import AccountKind
 
     cfg = _config(args)
-    try:
-        enrolment = _registry(cfg).add(args.name, AccountKind(args.kind), replace=args.replace)
-    except errors.ProtocolError as exc:
-        return _fail(EXIT_USAGE, exc.detail)
-    except (errors.ValidationError, errors.StorageError) as exc:
-        return _fail(EXIT_USAGE, str(exc))
+    enrolment, rc = _add_account(cfg, args.name, AccountKind(args.kind), [], args.replace)
+    if enrolment is None:
+        return rc
     print(f"{args.name}: tài khoản {args.kind} đã tạo")
     if args.password_file:
         _write_secret(args.password_file, enrolment.password + "\n")
