@@ -68,4 +68,5 @@ def start_station(sup, exe: list[str], base: Path, mqtt_port: int, key) -> str:
     devices = [f"loa-{DEMO_GROUPS[i % len(DEMO_GROUPS)]}-{i // len(DEMO_GROUPS) + 1:02d}" for i in range(6)]
     seed(base, cfg, devices)
     sup.start(Child("station", exe + ["station", "--config", str(cfg)]))
-    return f"http://127.0.0.1:{http_port} (media; demo logins: vanthu / phochutich / kythuat)"
+    return (f"media server http://127.0.0.1:{http_port}; users vanthu (soạn), phochutich (duyệt), kythuat — "
+            f"e.g. thanthien station --config {cfg} --as phochutich bulletin list")
