@@ -559,7 +559,10 @@ def encode_envelope(key: SigningKey, msg_type: MessageType | str, body: Any, *,
         "kid": key.kid,
         "body": plain,
     }
-    env["sig"] = _b64e(key.sign(canonical_json(env)))
+    try:
+        env["sig"] = _b64e(key.sign(canonical_json(env)))
+    except ValueError as exc:  # NaN, or text that is not valid Unicode
+        raise errors.InvalidBody(f"the body cannot be signed: {str(exc)[:100]}") from None
     return canonical_json(env)
 
 
@@ -702,7 +705,7 @@ class Verifier:
         try:
             signed = canonical_json(raw)
         except ValueError:
-            raise errors.MalformedMessage("payload holds values that cannot be signed (NaN/Infinity)") from None
+            raise errors.MalformedMessage("payload holds values that cannot be signed (NaN, Infinity or text that is not valid Unicode)") from None
         if len(sig_raw) != 64 or not key.verify(sig_raw, signed):
             raise errors.BadSignature("signature does not match the payload")
         now = self.clock()

@@ -143,6 +143,11 @@ def _convert(value: Any, tp: Any, path: str, errs: _Collector, base_dir: Path | 
             if "\x00" in value:
                 errs.add(path, "must not contain NUL characters")
                 return _MISSING
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                errs.add(path, "must be valid Unicode text (it holds a lone surrogate)")
+                return _MISSING
             return value
     elif tp is Path:
         if isinstance(value, str) and value and "\x00" not in value:
