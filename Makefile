@@ -11,7 +11,7 @@ STAMP_DEPS := $(VENV)/.deps-ok
 ROLES ?= speaker,station,kiosk,fleet,dev
 PYTEST_ARGS ?=
 
-.PHONY: help demo test deps system-packages certs bench lint clean distclean
+.PHONY: help demo test deps system-packages certs bench lint clean distclean install
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -39,6 +39,10 @@ $(STAMP_DEPS): pyproject.toml $(STAMP_APT)
 
 certs: deps ## create a ward CA and the broker's TLS certificate in var/certs (for the demo; never committed)
 	$(PY) -c "from devices.fleet.certs import create_ca_and_server as c; p = c('var/certs', ['localhost', '127.0.0.1']); print('CA:', p.ca_cert); print('broker:', p.server_cert, p.server_key)"
+
+install: ## install one role on this machine (as root): make install ROLE=station|kiosk|speaker [INSTALL_ARGS=--dry-run]
+	@test -n "$(ROLE)" || { echo "usage: make install ROLE=station|kiosk|speaker [INSTALL_ARGS='--dry-run']" >&2; exit 2; }
+	./scripts/install.sh --role $(ROLE) $(INSTALL_ARGS)
 
 bench: deps ## run the benchmarks in benchmarks/ and print their figures
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
