@@ -112,3 +112,91 @@ class NoRelay:
 
     def __exit__(self, *exc: object) -> None:
         pass
+
+
+class ButtonPanel:
+    """Physical answer buttons (e.g. the five satisfaction levels), each with an optional LED.
+
+    One press gives one answer: gpiozero debounces the contact and, after an accepted
+    press, further presses are ignored for ``interval_s`` (a child hammering a button
+    gives one rating). ``on_press(value)`` runs on gpiozero's thread; an exception in it
+    is logged, never raised into gpiozero. The LEDs are lit while the panel waits for an
+    answer; the chosen one blinks while the others go dark until the interval ends.
+    """
+
+    def __init__(self, buttons: list[tuple[int, int, int | None]], on_press, *, bounce_ms: int = 50,
+                 interval_s: float = 3.0, pull_up: bool = True, pin_factory=None, clock=time.monotonic):
+        import logging
+
+        from gpiozero import LED, Button, GPIOZeroError
+
+        self._log = logging.getLogger("thanthien.gpio.buttons")
+        self._on_press = on_press
+        self._interval = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: float | None = None
+        self._restore: threading.Timer | None = None
+        self.accepted = 0
+        self.ignored = 0
+        self._buttons: list = []
+        self._leds: dict[int, object] = {}
+        try:
+            for value, pin, led_pin in buttons:
+                button = Button(pin, pull_up=pull_up, bounce_time=bounce_ms / 1000 if bounce_ms else None,
+                                pin_factory=pin_factory)
+                button.when_pressed = lambda _b=None, v=value: self._pressed(v)
+                self._buttons.append(button)
+                if led_pin is not None:
+                    self._leds[value] = LED(led_pin, pin_factory=pin_factory, initial_value=True)
+        except (GPIOZeroError, OSError) as exc:
+            self.close()
+            raise HardwareError(f"cannot use the answer buttons: {exc}") from exc
+
+    def _pressed(self, value: int) -> None:
+        with self._lock:
+            now = self._clock()
+            if self._last is not None and now - self._last < self._interval:
+                self.ignored += 1
+                return
+            self._last = now
+            self.accepted += 1
+        try:
+            self._on_press(value)
+        except Exception:  # noqa: BLE001 - a handler bug must not kill gpiozero's thread
+            self._log.exception("answer button %s: handler failed", value)
+        self._show_choice(value)
+
+    def _show_choice(self, value: int) -> None:
+        if not self._leds:
+            return
+        for v, led in self._leds.items():
+            if v == value:
+                led.blink(on_time=0.15, off_time=0.15, n=max(1, int(self._interval / 0.3)), background=True)
+            else:
+                led.off()
+        if self._restore:
+            self._restore.cancel()
+        self._restore = threading.Timer(self._interval, self._all_on)
+        self._restore.daemon = True
+        self._restore.start()
+
+    def _all_on(self) -> None:
+        for led in self._leds.values():
+            try:
+                led.on()
+            except Exception:  # noqa: BLE001 - closed while the timer ran
+                pass
+
+    def close(self) -> None:
+        if self._restore:
+            self._restore.cancel()
+        for dev in [*self._buttons, *self._leds.values()]:
+            dev.close()
+        self._buttons, self._leds = [], {}
+
+    def __enter__(self) -> "ButtonPanel":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -11,6 +11,7 @@ packages=(
   espeak-ng                         # offline Vietnamese speech
   sox lame                          # audio checks in tests; MP3 encoding for test media
   xvfb xauth libmtdev1              # Kivy under a virtual screen
+  libgl1 libgl1-mesa-dri            # OpenGL (Mesa) that Kivy renders with, on a Pi and under Xvfb
   chromium                          # console tests (driven by Playwright, never downloaded)
   systemd                           # systemd-analyze verifies the unit files
 )
