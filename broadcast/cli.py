@@ -117,6 +117,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     bk = add_command(acts, "backup", "back up the database now (SQLite backup API)")
     bk.set_defaults(func=cmd_backup)
+    rs = add_command(acts, "restore", "replace the database with a backup (stop the station first)",
+                     epilog="The backup is checked (integrity, station tables) before anything changes; the "
+                            "replaced database is kept next to it as station.db.before-restore-TIME.")
+    rs.add_argument("backup", type=Path, help="a file made by `backup` (DATA_DIR/backups/station-*.db)")
+    rs.set_defaults(func=cmd_restore)
 
     k = add_command(acts, "key", "print the station's public key (for node configs)")
     k.set_defaults(func=cmd_key)
@@ -198,6 +203,11 @@ def cmd_run(args) -> int:
 
     cfg = _cfg(args)
     setup_logging(cfg.logging, "station")
+    import logging
+
+    from thanthien.timesync import check_at_start
+
+    check_at_start(logging.getLogger("thanthien.station"), "station")
     notify = None
     try:
         import sdnotify
@@ -389,6 +399,20 @@ def cmd_alerts(args):
         for a in alerts:
             print(describe(a))
         print(f"{len(alerts)} cảnh báo đang mở")
+
+
+@_guard
+def cmd_restore(args):
+    from .backup import restore
+    from .db import open_db
+
+    cfg = _cfg(args)
+    target = cfg.data_dir / "station.db"
+    kept = restore(args.backup, target)
+    open_db(target).conn.close()  # newer migrations apply now, not at the station's start
+    print(f"đã khôi phục {target} từ {args.backup}")
+    if kept:
+        print(f"cơ sở dữ liệu cũ được giữ tại {kept}")
 
 
 @_guard

@@ -14,7 +14,6 @@ Threads, each with one job:
 from __future__ import annotations
 
 import collections
-import ctypes
 import datetime as dt
 import json
 import logging
@@ -26,6 +25,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from thanthien.timesync import kernel_synchronized
 
 from .. import errors
 from .. import protocol as p
@@ -65,19 +66,6 @@ class LogRing(logging.Handler):
             self.lines.append(self.format(record))
         except Exception:  # a log handler must never raise
             pass
-
-
-def clock_synchronized() -> bool | None:
-    """Whether the kernel considers the clock NTP-synchronised (adjtimex), None if unknown."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        buf = ctypes.create_string_buffer(512)  # struct timex, modes = 0: read only
-        state = libc.adjtimex(buf)
-    except (OSError, AttributeError):
-        return None
-    if state < 0:
-        return None
-    return state != 5  # TIME_ERROR: STA_UNSYNC is set
 
 
 def cpu_temperature() -> float | None:
@@ -652,7 +640,7 @@ class Agent:
             "schedule_versions": self.store.get("schedule_versions", {}),
             "config_version": self.node_config.version if self.node_config else None,
             "cache_bytes": self.media.used_bytes(), "cache_limit_bytes": self.cfg.cache.max_bytes,
-            "cpu_temp_c": cpu_temperature(), "clock_synced": clock_synchronized(), "disk_free_bytes": disk_free,
+            "cpu_temp_c": cpu_temperature(), "clock_synced": kernel_synchronized(), "disk_free_bytes": disk_free,
             "outbox_pending": self.store.outbox_count(), "amp_on": bool(self.amp.is_on),
         }
 

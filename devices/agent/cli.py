@@ -28,6 +28,9 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, SpeakerConfig)
     setup_logging(cfg.logging, f"speaker:{cfg.device_id}")
+    from thanthien.timesync import check_at_start
+
+    check_at_start(logging.getLogger("thanthien.speaker"), f"speaker {cfg.device_id}")
     notify = None
     try:
         import sdnotify
