@@ -10,7 +10,8 @@
 #   3. /etc/thanthien, /var/lib/thanthien/<role>, PREFIX (default /opt/thanthien)
 #   4. a copy of this source tree in PREFIX/src and a venv in PREFIX/venv with ONLY the
 #      role's Python dependencies: pip install 'PREFIX/src[<role>]'
-#   5. /etc/thanthien/<role>.toml from config/<role>.example.toml (an existing one is never touched)
+#   5. /etc/thanthien/<role>.toml from config/<role>.example.toml (an existing one is never touched;
+#      the station also gets fleet.toml for the technician's tools)
 #   6. the systemd unit, the journald limits (and for the station the Mosquitto drop-in),
 #      then enables the unit (not started: edit the config first)
 #
@@ -147,6 +148,14 @@ if [ -e "$D$CONFIG" ]; then
 else
   run install -m 0640 "$SRC_ROOT/config/$ROLE.example.toml" "$D$CONFIG"
   system chown "root:$SVC_USER" "$CONFIG"
+fi
+if [ "$ROLE" = station ]; then  # the technician's tools run on the station box
+  if [ -e "$D/etc/thanthien/fleet.toml" ]; then
+    echo "  kept the existing $D/etc/thanthien/fleet.toml"
+  else
+    run install -m 0640 "$SRC_ROOT/config/fleet.example.toml" "$D/etc/thanthien/fleet.toml"
+    system chown "root:$SVC_USER" /etc/thanthien/fleet.toml
+  fi
 fi
 
 say "6. systemd"

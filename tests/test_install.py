@@ -50,6 +50,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(role, tmp_path):
     assert f"/etc/thanthien/{role}.toml" in out and f"config/{role}.example.toml" in out
     assert f"install -d -m 0750 {dest}/var/lib/thanthien/{role}" in out
     assert ("mosquitto.service.d" in out) == (role == "station")
+    assert ("config/fleet.example.toml" in out) == (role == "station")
     assert ("set-default graphical.target" in out) == (role == "kiosk")
     user = ROLE_USERS[role]
     assert f"== 2. user {user}" in out
