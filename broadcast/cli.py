@@ -29,7 +29,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("username")
     u.add_argument("--role", required=True, choices=["operator", "approver", "technician", "viewer", "admin"])
     u.add_argument("--name", required=True, help="display name")
+    u.add_argument("--password-stdin", action="store_true",
+                   help="read the console password from standard input (otherwise asked twice on the terminal)")
+    u.add_argument("--no-password", action="store_true", help="create without a console password (CLI use only)")
     u.set_defaults(func=cmd_user_add)
+
+    pw = add_command(acts, "passwd", "set a user's console password (scrypt); their open sessions end")
+    pw.add_argument("username")
+    pw.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    pw.set_defaults(func=cmd_passwd)
+
+    for name, kind, what in (("kiosk-token", "kiosk", "KIOSK_ID"), ("api-token", "user", "USERNAME")):
+        tk = add_command(acts, name, f"issue or revoke a bearer token for the JSON API ({'a counter kiosk' if kind == 'kiosk' else 'a script acting as a user'})")
+        tks = tk.add_subparsers(dest="token_action", metavar="STEP", required=True)
+        ta = add_command(tks, "add", "issue a new token and print it once (only its SHA-256 is stored)")
+        ta.add_argument("subject", metavar=what)
+        ta.add_argument("--label", help="a note, e.g. where the token is used")
+        ta.set_defaults(func=cmd_token, kind=kind, step="add")
+        tr = add_command(tks, "revoke", "revoke every token of this " + ("kiosk" if kind == "kiosk" else "user"))
+        tr.add_argument("subject", metavar=what)
+        tr.set_defaults(func=cmd_token, kind=kind, step="revoke")
+
+    ci = add_command(acts, "catalogue-import", "store the ward's procedure catalogue (JSON, the kiosk import format) "
+                                               "for kiosks to fetch")
+    ci.add_argument("file", type=Path)
+    ci.set_defaults(func=cmd_catalogue_import)
 
     g = add_command(acts, "group-add", "create or update a residential group (tổ dân phố / thôn)")
     g.add_argument("code")
@@ -218,13 +242,62 @@ def cmd_run(args) -> int:
     return run(cfg, notify)
 
 
+def _read_password(args) -> str:
+    from devices.errors import ValidationError
+
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    first = getpass.getpass("Mật khẩu: ")
+    if first != getpass.getpass("Nhập lại mật khẩu: "):
+        raise ValidationError(["mật khẩu: hai lần nhập không khớp"])
+    return first
+
+
 @_guard
 def cmd_user_add(args):
+    from . import auth
     from .areas import add_user
 
-    cfg, db, *_ = _ctx(args)
+    cfg, db, _l, _t, actor = _ctx(args)
+    password = None if args.no_password else _read_password(args)
+    if password is not None:
+        auth.check_new_password(password)
     add_user(db, args.username, args.role, args.name)
-    print(f"đã tạo tài khoản {args.username} ({args.role})")
+    if password is not None:
+        auth.set_password(db, actor, args.username, password)
+    print(f"đã tạo tài khoản {args.username} ({args.role})" + ("" if password else " — chưa có mật khẩu đăng nhập"))
+
+
+@_guard
+def cmd_passwd(args):
+    from . import auth
+
+    _c, db, _l, _t, actor = _ctx(args)
+    auth.set_password(db, actor, args.username, _read_password(args))
+    print(f"đã đặt mật khẩu cho {args.username}")
+
+
+@_guard
+def cmd_token(args):
+    from . import kiosk_feed
+
+    _c, db, _l, _t, actor = _ctx(args)
+    if args.step == "add":
+        print(kiosk_feed.add_token(db, actor, args.kind, args.subject, args.label))
+    else:
+        n = kiosk_feed.revoke_tokens(db, actor, args.kind, args.subject)
+        print(f"đã thu hồi {n} mã truy cập của {args.subject}")
+
+
+@_guard
+def cmd_catalogue_import(args):
+    from . import kiosk_feed
+
+    _c, db, _l, _t, actor = _ctx(args)
+    r = kiosk_feed.import_catalogue(db, actor, args.file)
+    print(f"đã lưu danh mục: {r['procedures']} thủ tục, phiên bản {r['version'][:12]}")
 
 
 @_guard

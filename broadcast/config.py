@@ -21,6 +21,20 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    enabled: bool = field(True, help="serve the operator console and the JSON API")
+    host: str = field("127.0.0.1", min_len=1, max_len=253)
+    port: int = field(8000, min=1, max=65535)
+    session_secret_file: Path | None = field(None, help="HMAC key for session cookies; default DATA_DIR/web-secret "
+                                                        "(created with mode 0600 on first start)")
+    session_hours: float = field(12.0, min=0.1, max=24 * 30)
+    secure_cookies: bool = field(False, help="mark cookies Secure (set when the console is served over HTTPS)")
+    login_max_failures: int = field(5, min=1, max=1000, help="failed logins per user and per address in the window")
+    login_window_s: int = field(300, min=10, max=86_400)
+    max_upload_bytes: int = field(50 * 1024 * 1024, min=1024, help="largest audio upload from the console")
+
+
+@dataclass(frozen=True)
 class TtsSettings:
     engine: str = field("gtts", choices=("gtts", "espeak-ng"))
     language: str = field("vi", max_len=10)
@@ -46,6 +60,7 @@ class StationConfig:
     timezone: str = field("Asia/Ho_Chi_Minh", max_len=64)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     tts: TtsSettings = field(default_factory=TtsSettings)
     backup: BackupSettings = field(default_factory=BackupSettings)
     schedule_horizon_h: int = field(48, min=24, max=24 * 14)
@@ -57,6 +72,10 @@ class StationConfig:
                                      pattern_help="an MQTT topic without wildcards",
                                      help="also publish alerts here, e.g. for the province's monitoring")
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+
+    @property
+    def session_secret_path(self) -> Path:
+        return self.web.session_secret_file or self.data_dir / "web-secret"
 
     @property
     def signing_key_path(self) -> Path:

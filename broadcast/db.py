@@ -177,6 +177,77 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         CREATE INDEX alerts_open ON alerts (device_id, kind, closed_at);
     """),
+    ("003_console_kiosk", """
+        CREATE TABLE web_sessions (
+            id_sha256 TEXT PRIMARY KEY,
+            username TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+            csrf TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL,
+            ip TEXT
+        );
+        CREATE TABLE api_tokens (
+            token_sha256 TEXT PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('kiosk','user')),
+            subject TEXT NOT NULL,
+            label TEXT,
+            created_at INTEGER NOT NULL,
+            revoked_at INTEGER
+        );
+        CREATE INDEX api_tokens_subject ON api_tokens (kind, subject);
+        CREATE TABLE commands (
+            cmd_id TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            target TEXT NOT NULL,
+            occurrence_id TEXT,
+            actor TEXT NOT NULL,
+            sent_at INTEGER NOT NULL
+        );
+        CREATE INDEX commands_occurrence ON commands (occurrence_id);
+        CREATE TABLE telemetry_history (
+            device_id TEXT NOT NULL,
+            at INTEGER NOT NULL,
+            telemetry TEXT NOT NULL
+        );
+        CREATE INDEX telemetry_history_device ON telemetry_history (device_id, at);
+        CREATE TABLE kiosk_ratings (
+            uuid TEXT PRIMARY KEY,
+            kiosk_id TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            counter_id TEXT NOT NULL,
+            level INTEGER NOT NULL CHECK (level BETWEEN 1 AND 5),
+            source TEXT NOT NULL,
+            officer_id TEXT,
+            procedure_code TEXT,
+            field TEXT,
+            f_access INTEGER, f_procedures INTEGER, f_officers INTEGER, f_results INTEGER, f_feedback INTEGER,
+            reasons TEXT,
+            comment TEXT,
+            received_at INTEGER NOT NULL
+        );
+        CREATE INDEX kiosk_ratings_created ON kiosk_ratings (created_ms);
+        CREATE TABLE kiosk_feedback (
+            uuid TEXT PRIMARY KEY,
+            kiosk_id TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            counter_id TEXT NOT NULL,
+            category TEXT NOT NULL,
+            text TEXT NOT NULL,
+            phone TEXT,
+            name TEXT,
+            received_at INTEGER NOT NULL
+        );
+        CREATE INDEX kiosk_feedback_created ON kiosk_feedback (created_ms);
+        CREATE TABLE kiosk_catalogue (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            version TEXT NOT NULL,
+            body TEXT NOT NULL,
+            procedures INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        );
+        CREATE INDEX events_device_type ON events (device_id, type, at);
+        CREATE INDEX audit_at ON audit (at);
+    """),
 ]
 
 

@@ -34,6 +34,7 @@ log = logging.getLogger("thanthien.station")
 DISPATCH_POLL_S = 0.25
 ALERT_INTERVAL_S = 15.0
 PAST_MARGIN_MS = 10 * 60_000  # keep just-started occurrences in documents
+TELEMETRY_HISTORY_MS = 5 * 60_000  # one telemetry sample per node kept every 5 minutes
 
 
 class StationService:
@@ -100,8 +101,8 @@ class StationService:
 
     # --- documents ----------------------------------------------------------------------
 
-    def _media_ref(self, sha: str) -> dict:
-        info = self.library.get(sha)
+    def _media_ref(self, sha: str, db=None) -> dict:
+        info = (self.library_for(db) if db is not None else self.library).get(sha)
         return {"url": f"{self.public_url}/media/{sha}", "sha256": sha, "bytes": info.bytes}
 
     def _items_for(self, target: str) -> list[dict]:
@@ -261,24 +262,66 @@ class StationService:
 
     # --- immediate commands -----------------------------------------------------------
 
-    def send_emergency(self, actor: areas.Actor, bulletin_id: int, targets: schedules.Targets, reason: str) -> str:
-        b = bulletins.approve_emergency_now(self.db, self.library, self.tts, actor, bulletin_id, reason,
+    def send_emergency(self, actor: areas.Actor, bulletin_id: int, targets: schedules.Targets, reason: str,
+                       db=None) -> str:
+        """Approve (with the typed reason), record and send an emergency at once; returns
+        its occurrence id once the broker holds every command. ``db`` is the caller's
+        connection when it is not the service's own thread (the web console)."""
+        import uuid
+
+        db = db if db is not None else self.db
+        b = bulletins.approve_emergency_now(db, self.library_for(db), self.tts, actor, bulletin_id, reason,
                                             self.cfg.allow_operator_emergency)
         start = now_ms()
-        oid = schedules.emergency_now(self.db, actor, b, targets, start)
-        body = {"media": self._media_ref(b.audio_sha256), "broadcast_id": f"b{b.id}", "occurrence_id": oid,
+        oid = schedules.emergency_now(db, actor, b, targets, start)
+        body = {"media": self._media_ref(b.audio_sha256, db), "broadcast_id": f"b{b.id}", "occurrence_id": oid,
                 "title": b.title[:200]}
-        payload_for = lambda: p.encode_envelope(self.key, p.MessageType.PLAY, body, priority=p.Priority.EMERGENCY,
-                                                ttl_ms=10 * 60_000)
         if targets.all:
-            topics = [self.topics.all_cmd()]
+            topics = [("all", self.topics.all_cmd())]
         else:
-            topics = [self.topics.group(g, p.Channel.CMD) for g in targets.groups]
-            topics += [self.topics.device(d, p.Channel.CMD) for d in targets.devices]
-        handles = [self.mqtt.publish(t, payload_for()) for t in topics]
+            topics = [(f"groups/{g}", self.topics.group(g, p.Channel.CMD)) for g in targets.groups]
+            topics += [(f"devices/{d}", self.topics.device(d, p.Channel.CMD)) for d in targets.devices]
+        sent = []
+        for target, topic in topics:
+            cmd_id = str(uuid.uuid4())
+            payload = p.encode_envelope(self.key, p.MessageType.PLAY, body, priority=p.Priority.EMERGENCY,
+                                        ttl_ms=10 * 60_000, msg_id=cmd_id)
+            sent.append((cmd_id, target, topic, payload))
+        with transaction(db):
+            for cmd_id, target, _topic, _payload in sent:
+                db.execute("INSERT INTO commands VALUES (?, 'play', ?, ?, ?, ?)",
+                           [cmd_id, target, oid, actor.username, start])
+        handles = [self.mqtt.publish(topic, payload) for _c, _t, topic, payload in sent]
         for h in handles:
             h.wait(10)  # the broker has it before we say it went out
         return oid
+
+    def send_command(self, actor: areas.Actor, device_id: str, msg_type: p.MessageType, body: dict,
+                     db=None) -> str:
+        """A technician's signed command to one node (test tone, identify, restart,
+        volume); recorded and audited, its ack arrives through ingest. Returns the cmd id."""
+        import uuid
+
+        from devices.errors import ValidationError
+
+        db = db if db is not None else self.db
+        if actor.role not in (areas.Role.TECHNICIAN, areas.Role.ADMIN):
+            raise ValidationError(["quyền: chỉ kỹ thuật viên được gửi lệnh tới loa"])
+        if db.execute("SELECT 1 FROM devices WHERE id = ?", [device_id]).fetchone() is None:
+            raise ValidationError([f"loa: không có loa {device_id!r}"])
+        if not self.mqtt.connected:
+            raise ValidationError(["trạm: chưa kết nối được MQTT broker, thử lại sau"])
+        cmd_id = str(uuid.uuid4())
+        payload = p.encode_envelope(self.key, msg_type, body, msg_id=cmd_id, ttl_ms=60_000)
+        with transaction(db):
+            db.execute("INSERT INTO commands VALUES (?, ?, ?, NULL, ?, ?)",
+                       [cmd_id, msg_type.value, f"devices/{device_id}", actor.username, now_ms()])
+            areas.audit(db, actor, f"device.{msg_type.value}", "device", device_id, {"cmd_id": cmd_id, **body})
+        self.mqtt.publish(self.topics.device(device_id, p.Channel.CMD), payload).wait(10)
+        return cmd_id
+
+    def library_for(self, db) -> MediaLibrary:
+        return self.library if db is self.db else MediaLibrary(db, self.library.dir, self.library.max_bytes)
 
     # --- ingest -------------------------------------------------------------------------
 
@@ -343,6 +386,10 @@ def ingest_report(db, topics: p.Topics, topic: str, payload: bytes, documents_fo
                    "telemetry = excluded.telemetry, version = COALESCE(excluded.version, device_state.version)",
                    [device, now, now, str(tel.get("version"))[:40] if tel.get("version") else None,
                     json.dumps(tel, ensure_ascii=False)[:20_000]])
+        last = db.execute("SELECT MAX(at) FROM telemetry_history WHERE device_id = ?", [device]).fetchone()[0]
+        if last is None or now - last >= TELEMETRY_HISTORY_MS:
+            db.execute("INSERT INTO telemetry_history VALUES (?, ?, ?)",
+                       [device, now, json.dumps(tel, ensure_ascii=False)[:20_000]])
         return set()
     report = p.parse_report(ref.channel, payload)
     if ref.channel is p.Channel.STATUS:
@@ -386,6 +433,11 @@ def run(cfg: StationConfig, notify=None) -> int:
     import signal
 
     svc = StationService(cfg).start()
+    web = None
+    if cfg.web.enabled:
+        from .web import WebServer
+
+        web = WebServer(svc).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGINT, lambda *a: stop.set())
@@ -407,5 +459,7 @@ def run(cfg: StationConfig, notify=None) -> int:
     finally:
         if notify:
             notify("STOPPING=1")
+        if web is not None:
+            web.close()
         svc.close()
     return 0
