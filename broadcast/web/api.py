@@ -16,6 +16,7 @@ from ..db import now_ms
 from .core import ApiCaller, Console, api_caller, api_error, validation_response
 
 router = APIRouter(prefix="/api/v1", tags=["station"])
+MAX_ID = 2**62
 ERR = {"type": "object", "properties": {"error": {"type": "string"}, "field": {"type": "string"},
                                         "message": {"type": "string"}, "message_vi": {"type": "string"}}}
 COMMON = {401: {"description": "missing or unknown token", "content": {"application/json": {"schema": ERR}}},
@@ -113,8 +114,8 @@ def _bulletin_out(b: bulletins.Bulletin) -> dict:
 @router.post("/bulletins/{bulletin_id}/{step}", summary="Move a bulletin: submit, approve, reject or cancel",
              responses=COMMON)
 @_guarded
-def bulletin_step(request: Request, bulletin_id: int, step: Literal["submit", "approve", "reject", "cancel"],
-                  body: ReasonIn | None = None):
+def bulletin_step(request: Request, step: Literal["submit", "approve", "reject", "cancel"],
+                  bulletin_id: int = Path(ge=1, le=MAX_ID), body: ReasonIn | None = None):
     console: Console = request.app.state.console
     caller = _caller(request)
     reason = body.reason if body else None
@@ -131,7 +132,7 @@ def bulletin_step(request: Request, bulletin_id: int, step: Literal["submit", "a
 
 
 class ScheduleIn(BaseModel):
-    bulletin_id: int | None = None
+    bulletin_id: int | None = Field(None, ge=1, le=2**62)
     kind: Literal["once", "daily", "weekly", "monthly", "rrule"] = "once"
     at: str = Field(description="first (or only) time in the ward's zone, 'YYYY-MM-DDTHH:MM[:SS]'", max_length=40)
     weekdays: list[Literal["mo", "tu", "we", "th", "fr", "sa", "su"]] = Field(default_factory=list, max_length=7)
@@ -265,7 +266,7 @@ def report_criterion8(request: Request, month: str = Query(pattern=r"^\d{4}-\d{2
 
 @router.get("/audit", summary="The audit log, newest first", responses=COMMON)
 @_guarded
-def get_audit(request: Request, limit: int = Query(100, ge=1, le=1000), before: int | None = Query(None, ge=0),
+def get_audit(request: Request, limit: int = Query(100, ge=1, le=1000), before: int | None = Query(None, ge=0, le=2**62),
               actor: str | None = Query(None, max_length=64)):
     console: Console = request.app.state.console
     _caller(request)

@@ -9,7 +9,7 @@ import io
 import re
 import secrets
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
@@ -73,7 +73,7 @@ def _float(form, key: str, label: str) -> float | None:
     try:
         return float(raw)
     except ValueError:
-        raise FieldError(key, f"{label}: nhập một số, ví dụ 14.4213") from None
+        raise FieldError("gps" if key in ("lat", "lon") else key, f"{label}: nhập một số, ví dụ 14.4213") from None
 
 
 async def _form(request: Request, roles=None):
@@ -262,7 +262,7 @@ def audio(request: Request, sha: str):
 
 
 @router.get("/bulletins/{bulletin_id}")
-def bulletin_page(request: Request, bulletin_id: int):
+def bulletin_page(request: Request, bulletin_id: int = Path(ge=1, le=2**62)):
     console = console_of(request)
     page_session(request)
     return _bulletin_detail(request, bulletin_id)
@@ -296,7 +296,7 @@ def _bulletin_detail(request: Request, bulletin_id: int, errors=None, status: in
 
 
 @router.post("/bulletins/{bulletin_id}/{step}")
-async def bulletin_step(request: Request, bulletin_id: int, step: str):
+async def bulletin_step(request: Request, step: str, bulletin_id: int = Path(ge=1, le=2**62)):
     console = console_of(request)
     if step not in ("submit", "approve", "reject", "cancel"):
         raise HTTPException(404, "Không có thao tác này")
@@ -366,7 +366,7 @@ def _schedule_in(form) -> tuple[api.ScheduleIn, dict]:
     values = {k: _text(form, k, 2000) for k in ("bulletin_id", "kind", "at", "monthday", "rrule", "count", "until",
                                                 "repeat", "relay_url", "relay_minutes", "mode")}
     values["weekdays"] = [w for w in form.getlist("weekdays") if isinstance(w, str)]
-    values["groups"] = [g for g in form.getlist("groups") if isinstance(g, str)]
+    values["groups"] = [g for g in form.getlist("groups") if isinstance(g, str) and g]
     values["all"] = bool(form.get("all"))
     relay = values["mode"] == "relay"
     kind = values["kind"] if values["kind"] in ("once", "daily", "weekly", "monthly", "rrule") else "once"
@@ -439,7 +439,7 @@ async def emergency_send(request: Request):
     console = console_of(request)
     sess, form = await _form(request, _emergency_roles(console))
     values = {k: _text(form, k) for k in ("title", "text", "reason", "confirm")}
-    values["groups"] = [g for g in form.getlist("groups") if isinstance(g, str)][:500]
+    values["groups"] = [g for g in form.getlist("groups") if isinstance(g, str) and g][:500]
     values["all"] = bool(form.get("all"))
     upload = form.get("audio")
     errors: dict[str, list[str]] = {}
@@ -552,7 +552,7 @@ async def device_save(request: Request):
     sess, form = await _form(request, TECH)
     values = {k: _text(form, k, 300) for k in ("id", "name", "location", "lat", "lon", "volume", "max_volume",
                                                "emergency_volume")}
-    groups = [g for g in form.getlist("groups") if isinstance(g, str)][:32]
+    groups = [g for g in form.getlist("groups") if isinstance(g, str) and g][:32]
     try:
         if not values["name"]:
             raise FieldError("name", "Tên loa: bắt buộc")
@@ -684,7 +684,7 @@ def report_month(request: Request, month: str | None = None):
 # --- audit and account -------------------------------------------------------------------
 
 @router.get("/audit")
-def audit_page(request: Request, before: int | None = None, actor: str | None = None, type: str | None = None):
+def audit_page(request: Request, before: int | None = Query(None, ge=0, le=2**62), actor: str | None = None, type: str | None = None):
     console = console_of(request)
     page_session(request, (Role.APPROVER, Role.TECHNICIAN, Role.OPERATOR, Role.VIEWER))
     actor = actor[:64] if actor else None
