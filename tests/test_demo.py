@@ -6,12 +6,15 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_demo_starts_the_broker_and_stops_on_ctrl_c(tmp_path):
+    from thanthien.demo_roles import DEMO_PASSWORD, station_has_console
+
     proc = subprocess.Popen([sys.executable, "-m", "thanthien", "demo", "--dir", str(tmp_path), "--no-kiosk",
                              "--speakers", "2"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -27,6 +30,12 @@ def test_demo_starts_the_broker_and_stops_on_ctrl_c(tmp_path):
                 break
         assert any("MQTT broker" in l for l in lines), "".join(lines)
         assert (tmp_path / "broker" / "mosquitto.conf").exists()
+        if station_has_console():  # the console URL is printed once it answers, with the logins
+            url = next(l.split("bảng điều khiển: ", 1)[1].split()[0] for l in lines if "bảng điều khiển: " in l)
+            assert any(DEMO_PASSWORD in l and "vanthu" in l for l in lines), "".join(lines)
+            with urllib.request.urlopen(url, timeout=30) as page:
+                assert page.status == 200
+        assert any("emergency --bulletin" in l for l in lines), "".join(lines)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
@@ -36,3 +45,41 @@ def test_demo_starts_the_broker_and_stops_on_ctrl_c(tmp_path):
     assert "đã dừng" in out
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "broker")], capture_output=True, text=True)
     assert leftovers.stdout.strip() == "", "a demo process outlived the demo"
+
+
+def test_demo_seed_gives_a_few_days_of_reports(tmp_path):
+    """Past plays, failures, a missed bulletin and an offline node: the reports have content."""
+    from broadcast import bulletins, reports
+    from broadcast.db import now_ms, open_db
+    from thanthien.demo_roles import DEMO_PASSWORD, HISTORY_DAYS, USERS, seed, station_has_console, write_station_config
+
+    (tmp_path / "station").mkdir()
+    cfg = write_station_config(tmp_path, mqtt_port=1883, http_port=8080, web_port=8000)
+    devices = ["loa-to-1-01", "loa-to-2-01", "loa-to-3-01", "loa-to-1-02", "loa-to-2-02", "loa-to-3-02"]
+    seed(tmp_path, cfg, devices)
+    seed(tmp_path, cfg, devices)  # a second start of the demo adds nothing
+    db = open_db(tmp_path / "station" / "station.db")
+    try:
+        now = now_ms()
+        start = now - (HISTORY_DAYS + 1) * 86_400_000
+        past = [o for o in reports.outcomes(db, start, now)]
+        per_day = 2 * len(devices)
+        assert (HISTORY_DAYS - 1) * per_day <= len(past) <= (HISTORY_DAYS + 1) * per_day
+        kinds = {o.outcome for o in past}
+        assert reports.Outcome.PLAYED in kinds and {reports.Outcome.NOT_REPORTED, reports.Outcome.MISSED,
+                                                     reports.Outcome.FAILED} & kinds
+        played = sum(o.outcome is reports.Outcome.PLAYED for o in past)
+        assert played >= 0.8 * len(past)
+        summary = {s.device_id: s for s in reports.device_summary(db, start, now)}
+        offline = summary["loa-to-3-02"]  # off for five hours yesterday
+        assert offline.uptime_pct is not None and offline.uptime_pct < min(
+            s.uptime_pct for d, s in summary.items() if d != "loa-to-3-02")
+        assert db.execute("SELECT COUNT(*) FROM users").fetchone()[0] == len(USERS)
+        emergency = [b for b in (bulletins.get(db, i) for i in (1, 2)) if b.level.value == "emergency"]
+        assert emergency and emergency[0].state is bulletins.State.APPROVED
+        if station_has_console():
+            from broadcast.auth import authenticate
+
+            assert authenticate(db, "phochutich", DEMO_PASSWORD) is not None
+    finally:
+        db.conn.close()

@@ -135,8 +135,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
             from .demo_roles import start_station
             try:
-                url = start_station(sup, exe, base, broker.port, key)
-                started.append(f"station: {url}")
+                started.append(start_station(sup, exe, base, broker.port, key))
             except ThanthienError as exc:  # the demo goes on without the station, and says why
                 print(f"  ! the station could not start: {exc}", file=sys.stderr)
         if role_available("devices.agent.cli"):
@@ -151,8 +150,9 @@ def run_demo(args: argparse.Namespace) -> int:
         if not args.no_kiosk and role_available("kiosk.ui"):
             from .demo_roles import start_kiosk
             started.append(start_kiosk(sup, exe, base, broker.port))
-        for line in started:
-            print("  " + line)
+        for text in started:
+            for line in text.splitlines():
+                print("  " + line)
         missing = [name for name, mod in (("station", "broadcast.service"), ("speaker", "devices.agent.cli"),
                                           ("kiosk", "kiosk.ui")) if not role_available(mod)]
         if missing:
