@@ -33,20 +33,21 @@ def nodes(db: sqlite_utils.Database, offline_minutes: int) -> list[dict]:
     for a in open_alerts(db):
         alerts.setdefault(a.device_id, []).append(describe(a).split(": ", 1)[1])
     out = []
-    for dev, name, location, cfg_volume, online, since, last_seen, version, telemetry in db.execute(
-            "SELECT d.id, d.name, d.location, d.volume, s.online, s.since, s.last_seen, s.version, s.telemetry "
+    for dev, name, location, cfg_volume, online, since, last_seen, version, tel_volume, disk, playing in db.execute(
+            "SELECT d.id, d.name, d.location, d.volume, s.online, s.since, s.last_seen, s.version, "
+            "CASE WHEN json_valid(s.telemetry) AND json_type(s.telemetry, '$.volume') = 'integer' "
+            "     THEN json_extract(s.telemetry, '$.volume') END, "
+            "CASE WHEN json_valid(s.telemetry) AND json_type(s.telemetry, '$.disk_free_bytes') = 'integer' "
+            "     THEN json_extract(s.telemetry, '$.disk_free_bytes') END, "
+            "CASE WHEN NOT json_valid(s.telemetry) THEN NULL "
+            "     WHEN json_type(s.telemetry, '$.now_playing') = 'object' THEN COALESCE("
+            "          json_extract(s.telemetry, '$.now_playing.title'), json_extract(s.telemetry, '$.now_playing.occurrence_id')) "
+            "     WHEN json_type(s.telemetry, '$.now_playing') = 'text' THEN json_extract(s.telemetry, '$.now_playing') END "
             "FROM devices d LEFT JOIN device_state s ON s.device_id = d.id ORDER BY d.id"):
-        try:
-            tel = json.loads(telemetry) if telemetry else {}
-        except ValueError:
-            tel = {}
-        np = tel.get("now_playing")
-        playing = (np.get("title") or np.get("occurrence_id")) if isinstance(np, dict) else np
         targets = [f"devices/{dev}"] + [f"groups/{g}" for g in groups.get(dev, [])]
         docs = [{"target": t, "held": held.get(dev, {}).get(t, 0), "current": current[t]}
                 for t in targets if t in current]
         dev_alerts = list(alerts.get(dev, []))
-        disk = tel.get("disk_free_bytes") if isinstance(tel.get("disk_free_bytes"), int) else None
         if disk is not None and disk < LOW_DISK_BYTES:
             dev_alerts.append(f"sắp hết dung lượng ({disk // 1_048_576} MB trống)")
         is_online = bool(online)
@@ -57,8 +58,8 @@ def nodes(db: sqlite_utils.Database, offline_minutes: int) -> list[dict]:
                                                         " (chưa từng kết nối)"))
         out.append({
             "id": dev, "name": name, "location": location, "groups": groups.get(dev, []), "online": is_online,
-            "last_seen": last_seen, "since": since, "version": version, "now_playing": playing if playing else None,
-            "volume": tel.get("volume") if isinstance(tel.get("volume"), int) else cfg_volume,
+            "last_seen": last_seen, "since": since, "version": version, "now_playing": str(playing)[:200] if playing else None,
+            "volume": tel_volume if tel_volume is not None else cfg_volume,
             "disk_free_bytes": disk, "documents": docs,
             "up_to_date": all(d["held"] >= d["current"] for d in docs), "alerts": dev_alerts})
     return out
@@ -143,74 +144,50 @@ def month_bounds(month: str, tz: str) -> tuple[int, int]:
     return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
 
 
-def plays_per_day(outcomes: list[reports.PlayOutcome], tz: str) -> dict:
-    """Chart data: per day, targeted plays by outcome."""
-    zone = ZoneInfo(tz)
-    days: dict[str, dict[str, int]] = {}
-    for o in outcomes:
-        day = dt.datetime.fromtimestamp(o.start_at / 1000, zone).strftime("%d/%m")
-        days.setdefault(day, {}).setdefault(o.outcome.value, 0)
-        days[day][o.outcome.value] += 1
-    labels = list(days)
-    kinds = [k.value for k in reports.Outcome]
-    return {"labels": labels, "series": {k: [days[d].get(k, 0) for d in labels] for k in kinds}}
+def utc_offset_ms(tz: str, at_ms: int) -> int:
+    return int(dt.datetime.fromtimestamp(at_ms / 1000, ZoneInfo(tz)).utcoffset().total_seconds() * 1000)
 
 
-def criterion8(db: sqlite_utils.Database, start_ms: int, end_ms: int) -> dict:
+def plays_per_day(summary: dict) -> dict:
+    """Chart data from ``reports.period_summary``: per local day, plays by outcome."""
+    days = sorted(summary["days"])
+    labels = [dt.date.fromordinal(dt.date(1970, 1, 1).toordinal() + d).strftime("%d/%m") for d in days]
+    return {"labels": labels, "series": {k.value: [summary["days"][d].get(k.value, 0) for d in days]
+                                         for k in reports.Outcome}}
+
+
+def criterion8(db: sqlite_utils.Database, start_ms: int, end_ms: int, tz: str = "Asia/Ho_Chi_Minh") -> dict:
     """Evidence for criterion 8 over [start, end): coverage per residential group,
     bulletins with their minutes on air, uptime per node, and the emergencies."""
-    outs = reports.outcomes(db, start_ms, end_ms)
-    member = {}
-    for dev, g in db.execute("SELECT device_id, group_code FROM device_groups"):
-        member.setdefault(dev, []).append(g)
-    groups = {code: {"code": code, "name": name, "devices": 0, "targeted": 0, "played": 0}
-              for code, name in db.execute("SELECT code, name FROM groups ORDER BY code")}
-    for dev, gl in member.items():
-        for g in gl:
-            if g in groups:
-                groups[g]["devices"] += 1
-    per_bulletin: dict[int, dict] = {}
-    for o in outs:
-        for g in member.get(o.device_id, []):
-            if g in groups:
-                groups[g]["targeted"] += 1
-                groups[g]["played"] += o.outcome is reports.Outcome.PLAYED
-        if o.bulletin_id is not None:
-            b = per_bulletin.setdefault(o.bulletin_id, {"targeted": 0, "played": 0, "seconds": 0.0, "occurrences": set()})
-            b["targeted"] += 1
-            b["played"] += o.outcome is reports.Outcome.PLAYED
-            b["seconds"] += o.seconds
-            b["occurrences"].add(o.occurrence_id)
-    for g in groups.values():
-        g["coverage_pct"] = round(100.0 * g["played"] / g["targeted"], 1) if g["targeted"] else None
+    s = reports.period_summary_cached(db, start_ms, end_ms, utc_offset_ms(tz, start_ms))
+    per_dev = {d.device_id: d for d in s["devices"]}
+    groups = []
+    for code, name in db.execute("SELECT code, name FROM groups ORDER BY code"):
+        members = [r[0] for r in db.execute("SELECT device_id FROM device_groups WHERE group_code = ?", [code])]
+        targeted = sum(per_dev[m].planned for m in members if m in per_dev)
+        played = sum(per_dev[m].played for m in members if m in per_dev)
+        groups.append({"code": code, "name": name, "devices": len(members), "targeted": targeted, "played": played,
+                       "coverage_pct": round(100.0 * played / targeted, 1) if targeted else None})
     titles = {r[0]: (r[1], r[2]) for r in db.execute("SELECT id, title, level FROM bulletins")}
-    bulletins = [{"id": bid, "title": titles.get(bid, ("?", ""))[0], "level": titles.get(bid, ("", "normal"))[1],
-                  "occurrences": len(v["occurrences"]), "targeted": v["targeted"], "played": v["played"],
-                  "minutes": round(v["seconds"] / 60, 1),
-                  "coverage_pct": round(100.0 * v["played"] / v["targeted"], 1) if v["targeted"] else 0.0}
-                 for bid, v in sorted(per_bulletin.items())]
-    uptime = [{"device_id": dev, "name": name, "uptime_pct": reports.uptime_pct(db, dev, start_ms, end_ms)}
-              for dev, name in db.execute("SELECT id, name FROM devices ORDER BY id")]
+    bulletins = [{"id": b["bulletin_id"], "title": titles.get(b["bulletin_id"], ("?", ""))[0],
+                  "level": titles.get(b["bulletin_id"], ("", "normal"))[1], "occurrences": b["occurrences"],
+                  "targeted": b["targeted"], "played": b["played"], "minutes": b["minutes"],
+                  "coverage_pct": round(100.0 * b["played"] / b["targeted"], 1) if b["targeted"] else 0.0}
+                 for b in s["bulletins"]]
+    names = {r[0]: r[1] for r in db.execute("SELECT id, name FROM devices")}
+    uptime = [{"device_id": d.device_id, "name": names.get(d.device_id, ""), "uptime_pct": d.uptime_pct}
+              for d in s["devices"]]
     known = [u["uptime_pct"] for u in uptime if u["uptime_pct"] is not None]
-    emergencies = [{"occurrence_id": r[0], "start_at": r[1], "title": r[2], "actor": r[3],
-                    "targeted": r[4], "played": 0} for r in db.execute(
+    emergencies = [{"occurrence_id": r[0], "start_at": r[1], "title": r[2], "actor": r[3], "targeted": r[4],
+                    "played": s["emergency_played"].get(r[0], 0)} for r in db.execute(
         "SELECT o.id, o.start_at, b.title, s.created_by, (SELECT COUNT(*) FROM occurrence_devices od "
         "WHERE od.occurrence_id = o.id) FROM occurrences o JOIN schedules s ON s.id = o.schedule_id "
         "LEFT JOIN bulletins b ON b.id = o.bulletin_id WHERE o.priority = 3 AND o.start_at >= ? AND o.start_at < ? "
         "ORDER BY o.start_at", [start_ms, end_ms])]
-    played_by_occ: dict[str, int] = {}
-    for o in outs:
-        if o.outcome is reports.Outcome.PLAYED:
-            played_by_occ[o.occurrence_id] = played_by_occ.get(o.occurrence_id, 0) + 1
-    for e in emergencies:
-        e["played"] = played_by_occ.get(e["occurrence_id"], 0)
-    targeted = len(outs)
-    played = sum(o.outcome is reports.Outcome.PLAYED for o in outs)
-    return {"groups": list(groups.values()), "bulletins": bulletins, "uptime": uptime, "emergencies": emergencies,
-            "totals": {"targeted": targeted, "played": played,
-                       "coverage_pct": round(100.0 * played / targeted, 1) if targeted else None,
-                       "minutes": round(sum(o.seconds for o in outs) / 60, 1), "bulletins": len(bulletins),
-                       "devices": len(uptime),
+    return {"groups": groups, "bulletins": bulletins, "uptime": uptime, "emergencies": emergencies,
+            "totals": {"targeted": s["targeted"], "played": s["played"],
+                       "coverage_pct": round(100.0 * s["played"] / s["targeted"], 1) if s["targeted"] else None,
+                       "minutes": s["minutes"], "bulletins": len(bulletins), "devices": len(uptime),
                        "uptime_pct": round(sum(known) / len(known), 1) if known else None}}
 
 

@@ -177,3 +177,139 @@ def to_csv(rows: list) -> str:
     for d in dicts:
         w.writerow({k: (v.value if isinstance(v, enum.Enum) else v) for k, v in d.items()})
     return buf.getvalue()
+
+
+# --- the same outcomes, computed in SQL for whole periods (console pages, thousands of nodes)
+
+_CLASSIFY = """
+WITH occ AS (
+    SELECT o.id, o.start_at, o.end_at, o.priority, o.bulletin_id, s.repeat, m.duration_ms AS media_ms
+    FROM occurrences o JOIN schedules s ON s.id = o.schedule_id
+    LEFT JOIN bulletins b ON b.id = o.bulletin_id LEFT JOIN media m ON m.sha256 = b.audio_sha256
+    WHERE o.cancelled = 0 AND o.start_at >= :start AND o.start_at < :end),
+ev AS (
+    SELECT e.occurrence_id AS occ, e.device_id AS dev,
+           MAX(e.type = 'play_finished') AS fin,
+           MAX(CASE WHEN e.type IN ('play_finished', 'interrupted') THEN COALESCE(e.duration_ms, 0) ELSE 0 END) AS played_ms,
+           MAX(e.type = 'play_failed') AS failed, MAX(e.type = 'missed') AS missed,
+           MAX(e.type = 'interrupted') AS intr, MAX(e.type = 'play_started') AS started,
+           MAX(CASE WHEN e.type IN ('play_failed', 'missed', 'interrupted') THEN e.reason END) AS reason
+    FROM events e WHERE e.occurrence_id IN (SELECT id FROM occ) GROUP BY e.occurrence_id, e.device_id)
+SELECT od.device_id, occ.id, occ.start_at, occ.priority, occ.bulletin_id,
+    CASE WHEN ev.fin THEN CASE WHEN (CASE WHEN occ.end_at IS NOT NULL THEN occ.end_at - occ.start_at
+                                          ELSE COALESCE(occ.media_ms, 0) * COALESCE(occ.repeat, 1) END) = 0
+                                    OR ev.played_ms >= 0.9 * (CASE WHEN occ.end_at IS NOT NULL THEN occ.end_at - occ.start_at
+                                          ELSE COALESCE(occ.media_ms, 0) * COALESCE(occ.repeat, 1) END)
+                               THEN 'played' ELSE 'partial' END
+         WHEN ev.failed THEN 'failed'
+         WHEN ev.missed THEN 'missed'
+         WHEN ev.intr THEN CASE WHEN ev.played_ms > 0 THEN 'partial' ELSE 'interrupted' END
+         WHEN ev.started AND occ.start_at < :stale THEN 'interrupted'
+         ELSE 'not_reported' END,
+    COALESCE(ev.played_ms, 0), ev.reason
+FROM occ JOIN occurrence_devices od ON od.occurrence_id = occ.id
+LEFT JOIN ev ON ev.occ = occ.id AND ev.dev = od.device_id
+"""
+
+
+def classify_period(db: sqlite_utils.Database, start_ms: int, end_ms: int) -> None:
+    """Fill the connection's temporary table ``period_outcomes`` (device, occurrence,
+    start, priority, bulletin, outcome, played_ms, reason) with exactly what
+    ``outcomes()`` would say for [start, end), in one SQL pass."""
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS period_outcomes (device_id TEXT, occurrence_id TEXT, start_at INTEGER, "
+               "priority INTEGER, bulletin_id INTEGER, outcome TEXT, played_ms INTEGER, reason TEXT)")
+    db.execute("DELETE FROM temp.period_outcomes")
+    db.execute("INSERT INTO temp.period_outcomes " + _CLASSIFY,
+               {"start": start_ms, "end": end_ms, "stale": now_ms() - 6 * 3600 * 1000})
+
+
+def period_summary(db: sqlite_utils.Database, start_ms: int, end_ms: int, utc_offset_ms: int = 7 * 3_600_000) -> dict:
+    """Everything the report pages show for a period: totals per outcome, per day, per
+    device (as ``DeviceSummary``), per bulletin, per occurrence for emergencies, and the
+    latest outcomes. ``utc_offset_ms`` places plays on the ward's local days."""
+    classify_period(db, start_ms, end_ms)
+    t = "temp.period_outcomes"
+    counts = {o.value: 0 for o in Outcome}
+    for outcome, n in db.execute(f"SELECT outcome, COUNT(*) FROM {t} GROUP BY outcome"):
+        counts[outcome] = n
+    days: dict[int, dict[str, int]] = {}
+    for day, outcome, n in db.execute(f"SELECT (start_at + ?) / 86400000, outcome, COUNT(*) FROM {t} "
+                                      "GROUP BY 1, 2 ORDER BY 1", [utc_offset_ms]):
+        days.setdefault(day, {})[outcome] = n
+    per_dev = {r[0]: r[1:] for r in db.execute(
+        f"SELECT device_id, COUNT(*), SUM(outcome = 'played'), SUM(outcome = 'partial'), SUM(outcome = 'failed'), "
+        f"SUM(outcome = 'missed'), SUM(outcome = 'not_reported'), SUM(played_ms), "
+        f"SUM(priority = 3 AND outcome = 'played') FROM {t} GROUP BY device_id")}
+    uptimes = uptime_many(db, start_ms, end_ms)
+    devices = []
+    for dev, in db.execute("SELECT id FROM devices ORDER BY id"):
+        n, played, partial, failed, missed, nrep, ms, em = per_dev.get(dev, (0, 0, 0, 0, 0, 0, 0, 0))
+        devices.append(DeviceSummary(dev, n, played, partial, failed, missed, nrep, round(ms / 60_000, 2),
+                                     round(100.0 * played / n, 1) if n else 100.0, em, uptimes.get(dev)))
+    bulletins = [dict(bulletin_id=r[0], occurrences=r[1], targeted=r[2], played=r[3], minutes=round(r[4] / 60_000, 1))
+                 for r in db.execute(f"SELECT bulletin_id, COUNT(DISTINCT occurrence_id), COUNT(*), "
+                                     f"SUM(outcome = 'played'), SUM(played_ms) FROM {t} WHERE bulletin_id IS NOT NULL "
+                                     f"GROUP BY bulletin_id ORDER BY bulletin_id")]
+    played_by_occ = {r[0]: r[1] for r in db.execute(
+        f"SELECT occurrence_id, SUM(outcome = 'played') FROM {t} WHERE priority = 3 GROUP BY occurrence_id")}
+    latest = [PlayOutcome(r[1], r[0], r[2], r[4], Outcome(r[5]), round(r[6] / 1000, 1), r[7]) for r in db.execute(
+        f"SELECT device_id, occurrence_id, start_at, priority, bulletin_id, outcome, played_ms, reason FROM {t} "
+        f"ORDER BY start_at DESC, device_id LIMIT 200")]
+    return {"counts": counts, "days": days, "devices": devices, "bulletins": bulletins,
+            "emergency_played": played_by_occ, "latest": latest, "targeted": sum(counts.values()),
+            "played": counts["played"], "minutes": round(sum(d.minutes_on_air for d in devices), 1)}
+
+
+def uptime_many(db: sqlite_utils.Database, start_ms: int, end_ms: int) -> dict[str, float | None]:
+    """``uptime_pct`` of every device in two queries."""
+    before = {r[0]: bool(r[1]) for r in db.execute(
+        "SELECT h.device_id, h.online FROM status_history h JOIN (SELECT device_id, MAX(at) AS at FROM status_history "
+        "WHERE at < ? GROUP BY device_id) last ON last.device_id = h.device_id AND last.at = h.at", [start_ms])}
+    changes: dict[str, list[tuple[int, int]]] = {}
+    for dev, at, online in db.execute("SELECT device_id, at, online FROM status_history WHERE at >= ? AND at < ? "
+                                      "ORDER BY device_id, at", [start_ms, end_ms]):
+        changes.setdefault(dev, []).append((at, online))
+    end = min(end_ms, now_ms())
+    span = max(1, end - start_ms)
+    out: dict[str, float | None] = {}
+    for dev in set(before) | set(changes):
+        state = before.get(dev, False)
+        t, online_ms = start_ms, 0
+        for at, online in changes.get(dev, []):
+            if state:
+                online_ms += at - t
+            t, state = at, bool(online)
+        if state and end > t:
+            online_ms += end - t
+        out[dev] = round(100.0 * online_ms / span, 2)
+    return out
+
+
+_CACHE: dict[tuple, dict] = {}
+_CACHE_MAX = 16
+
+
+def _fingerprint(db: sqlite_utils.Database) -> tuple:
+    """Changes whenever anything a period summary reads changes (new events, plays
+    planned, bulletins edited or cancelled, node status, devices), and every minute
+    (stale-start rule, uptime up to now)."""
+    row = db.execute(
+        "SELECT (SELECT MAX(rowid) FROM events), (SELECT MAX(rowid) FROM occurrence_devices), "
+        "(SELECT MAX(updated_at) FROM bulletins), (SELECT MAX(rowid) FROM status_history), "
+        "(SELECT COUNT(*) FROM devices), (SELECT MAX(rowid) FROM occurrences), "
+        "(SELECT COUNT(*) FROM occurrences WHERE cancelled = 1)").fetchone()
+    return tuple(row) + (now_ms() // 60_000,)
+
+
+def period_summary_cached(db: sqlite_utils.Database, start_ms: int, end_ms: int,
+                          utc_offset_ms: int = 7 * 3_600_000) -> dict:
+    """``period_summary`` remembered until the data under it changes (or a minute passes)."""
+    path = db.execute("PRAGMA database_list").fetchone()[2]
+    key = (path, start_ms, end_ms, utc_offset_ms, _fingerprint(db))
+    found = _CACHE.get(key)
+    if found is None:
+        found = period_summary(db, start_ms, end_ms, utc_offset_ms)
+        if len(_CACHE) >= _CACHE_MAX:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = found
+    return found

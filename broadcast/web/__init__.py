@@ -76,7 +76,11 @@ def create_app(service_or_config) -> FastAPI:
 
     @app.middleware("http")
     async def _headers(request: Request, call_next):
+        import time
+
+        t0 = time.perf_counter()
         response = await call_next(request)
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - t0) * 1000:.1f}"
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+import json
+
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from devices.errors import ValidationError
@@ -62,8 +65,9 @@ def get_dashboard(request: Request):
     console: Console = request.app.state.console
     _caller(request)
     rows = dashboard.nodes(console.db, console.cfg.offline_alert_minutes)
-    return {"summary": dashboard.summary(rows), "nodes": rows, "mqtt_connected": console.online,
-            "time_ms": now_ms()}
+    body = {"summary": dashboard.summary(rows), "nodes": rows, "mqtt_connected": console.online, "time_ms": now_ms()}
+    # plain json.dumps: thousands of rows of str/int/bool need no jsonable_encoder pass
+    return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")), media_type="application/json")
 
 
 @router.get("/bulletins", summary="Bulletins, newest first", responses=COMMON)
@@ -236,7 +240,10 @@ def report_devices(request: Request, start: str | None = Query(None, alias="from
     console: Console = request.app.state.console
     _caller(request)
     s, e = _period(console, start, end)
-    return {"devices": [r.__dict__ for r in reports.device_summary(console.db, s, e, group=group)]}
+    if group:
+        return {"devices": [r.__dict__ for r in reports.device_summary(console.db, s, e, group=group)]}
+    summary = reports.period_summary_cached(console.db, s, e, dashboard.utc_offset_ms(console.tz, s))
+    return {"devices": [r.__dict__ for r in summary["devices"]]}
 
 
 @router.get("/reports/satisfaction", summary="Kiosk satisfaction (share of level 4–5) vs the 85 % target",
@@ -261,7 +268,7 @@ def report_criterion8(request: Request, month: str = Query(pattern=r"^\d{4}-\d{2
         s, e = dashboard.month_bounds(month, console.tz)
     except ValueError:
         raise ValidationError(["tháng: nhập dạng 2026-11"]) from None
-    return dashboard.criterion8(console.db, s, e)
+    return dashboard.criterion8(console.db, s, e, console.tz)
 
 
 @router.get("/audit", summary="The audit log, newest first", responses=COMMON)

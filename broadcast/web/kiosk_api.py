@@ -97,7 +97,7 @@ async def submissions(request: Request):
     except PermissionError:
         return api_error(403, "kiosk_id", "kiosk_id is not the token's kiosk",
                          "Mã kiosk không khớp với mã truy cập", "forbidden")
-    result = await run_in_threadpool(kiosk_feed.store_batch, console.db, kiosk_id, items)
+    result = await run_in_threadpool(lambda: kiosk_feed.store_batch(console.db, kiosk_id, items))
     return result
 
 

@@ -126,7 +126,8 @@ async def login(request: Request):
             status = 429
             await run_in_threadpool(_audit_login, console, username, ip, "login.locked")
         else:
-            actor = await run_in_threadpool(auth.authenticate, console.db, username, password[:auth.MAX_PASSWORD])
+            actor = await run_in_threadpool(
+                lambda: auth.authenticate(console.db, username, password[:auth.MAX_PASSWORD]))
             if actor is None:
                 console.limiter.failed(*keys)
                 await run_in_threadpool(_audit_login, console, username, ip, "login.failed")
@@ -134,8 +135,8 @@ async def login(request: Request):
                 status = 401
             else:
                 console.limiter.succeeded(keys[0])
-                cookie = await run_in_threadpool(auth.open_session, console.db, console.secret, actor,
-                                                 console.cfg.web.session_hours, ip)
+                cookie = await run_in_threadpool(lambda: auth.open_session(console.db, console.secret, actor,
+                                                 console.cfg.web.session_hours, ip))
                 resp = redirect(nxt)
                 resp.set_cookie(SESSION_COOKIE, cookie, httponly=True, samesite="strict",
                                 secure=console.cfg.web.secure_cookies, max_age=int(console.cfg.web.session_hours * 3600))
@@ -160,7 +161,8 @@ def _audit_login(console: Console, username: str, ip: str, action: str) -> None:
 async def logout(request: Request):
     console = console_of(request)
     sess, _form_ = await _form(request)
-    await run_in_threadpool(auth.close_session, console.db, request.cookies.get(SESSION_COOKIE), sess.actor)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    await run_in_threadpool(lambda: auth.close_session(console.db, cookie, sess.actor))
     resp = redirect("/login")
     resp.delete_cookie(SESSION_COOKIE)
     return resp
@@ -589,7 +591,8 @@ async def device_command(request: Request, device_id: str):
             raise FieldError("command", "Lệnh: chọn phát thử, nhận diện, khởi động lại hoặc âm lượng")
         if console.svc is None:
             raise FieldError("command", "Trạm chưa chạy dịch vụ MQTT: không gửi được lệnh tới loa")
-        cmd_id = await run_in_threadpool(console.svc.send_command, sess.actor, device_id[:64], mt, body, console.db)
+        cmd_id = await run_in_threadpool(lambda: console.svc.send_command(sess.actor, device_id[:64], mt, body,
+                                                                            console.db))
     except ValidationError as exc:
         return _device_page(request, device_id[:64], {"command": exc.problems}, status=422)
     return redirect(f"/devices/{device_id[:64]}?cmd={cmd_id}")
@@ -621,22 +624,18 @@ def reports_page(request: Request, start: str | None = None, end: str | None = N
         errors = errors_by_field(exc, {})
         s, e, s_text, e_text = _period_args(console, None, None)
     db = console.db
-    outs = reports.outcomes(db, s, e)
-    devices = reports.device_summary(db, s, e)
+    summary = reports.period_summary_cached(db, s, e, dashboard.utc_offset_ms(console.tz, s))
     sat = kiosk_feed.satisfaction(db, s, e, console.tz)
-    counts = {k.value: 0 for k in reports.Outcome}
-    for o in outs:
-        counts[o.outcome.value] += 1
     titles = {r[0]: r[1] for r in db.execute("SELECT id, title FROM bulletins")}
     recent = [dict(o.__dict__, title=titles.get(o.bulletin_id, "Tiếp sóng" if o.bulletin_id is None else "?"))
-              for o in outs[-200:]][::-1]
+              for o in summary["latest"][:50]]
     month = dt.datetime.now(console.zone).strftime("%Y-%m")
-    chart = {"days": dashboard.plays_per_day(outs, console.tz), "counts": counts,
+    chart = {"days": dashboard.plays_per_day(summary), "counts": summary["counts"],
              "satisfaction": {"labels": [f.label for f in sat["factors"]], "pct": [f.pct for f in sat["factors"]],
                               "target": sat["target_pct"]}}
     return console.render(request, "reports.html", {
-        "title": "Báo cáo", "from": s_text, "to": e_text, "errors": errors, "devices": devices, "recent": recent,
-        "counts": counts, "sat": sat, "chart": chart, "month": month,
+        "title": "Báo cáo", "from": s_text, "to": e_text, "errors": errors, "devices": summary["devices"],
+        "recent": recent, "counts": summary["counts"], "sat": sat, "chart": chart, "month": month,
         "feedback": kiosk_feed.recent_feedback(db, s, e, 20)})
 
 
@@ -674,7 +673,7 @@ def report_month(request: Request, month: str | None = None):
         s, e = dashboard.month_bounds(month, console.tz)
     except ValueError:
         raise HTTPException(422, "Tháng: nhập dạng 2026-11") from None
-    data = dashboard.criterion8(console.db, s, e)
+    data = dashboard.criterion8(console.db, s, e, console.tz)
     sat = kiosk_feed.satisfaction(console.db, s, e, console.tz)
     return console.render(request, "month.html", {"title": f"Minh chứng tiêu chí 8 — tháng {month[5:]}/{month[:4]}",
                                                   "month": month, "d": data, "sat": sat,
@@ -710,13 +709,14 @@ async def account_save(request: Request):
     new = form.get("new") if isinstance(form.get("new"), str) else ""
     again = form.get("again") if isinstance(form.get("again"), str) else ""
     errors: dict[str, list[str]] = {}
-    if await run_in_threadpool(auth.authenticate, console.db, sess.actor.username, current[:auth.MAX_PASSWORD]) is None:
+    if await run_in_threadpool(
+            lambda: auth.authenticate(console.db, sess.actor.username, current[:auth.MAX_PASSWORD])) is None:
         errors["current"] = ["Mật khẩu hiện tại: không đúng"]
     elif new != again:
         errors["again"] = ["Nhập lại: không khớp với mật khẩu mới"]
     else:
         try:
-            await run_in_threadpool(auth.set_password, console.db, sess.actor, sess.actor.username, new)
+            await run_in_threadpool(lambda: auth.set_password(console.db, sess.actor, sess.actor.username, new))
         except ValidationError as exc:
             errors["new"] = exc.problems
     if errors:
