@@ -201,7 +201,20 @@ def test_bulletin_from_writing_to_proof_of_play_then_emergency(ward, chromium):
     reason = [e for e in areas.audit_log(db, "bulletin", eid) if e["action"] == "bulletin.emergency_approve"]
     assert reason and reason[0]["detail"]["reason"].startswith("Công điện") and reason[0]["actor"] == "phochutich"
 
-    # 6. the dashboard refreshes itself: a node going away shows without reloading
+    # 6. a technician sends a test tone from the device page; the node acks it
+    tctx, tp = login(chromium, base, "kythuat")
+    tp.goto(base + "/devices/loa-a1")
+    tp.click("button:has-text('Phát thử âm')")
+    tp.wait_for_url(base + "/devices/loa-a1?cmd=*")
+    assert wait_for(lambda: db.execute("SELECT COUNT(*) FROM acks a JOIN commands c ON c.cmd_id = a.cmd_id WHERE "
+                                       "c.type = 'test_tone' AND a.status = 'done'").fetchone()[0] == 1, 30)
+    tp.reload()
+    assert "Phát thử âm (kythuat): " in tp.inner_text("#commands") and "xong" in tp.inner_text("#commands")
+    shot(tp, "device-command")
+    assert [e["action"] for e in areas.audit_log(db, "device", "loa-a1")][-1] == "device.test_tone"
+    tctx.close()
+
+    # 7. the dashboard refreshes itself: a node going away shows without reloading
     op.goto(base + "/")
     ward["procs"][3].send_signal(signal.SIGKILL)  # loa-b1
     op.wait_for_function("() => document.querySelector('#stats [data-k=offline]').textContent.trim() === '1'",
@@ -211,7 +224,7 @@ def test_bulletin_from_writing_to_proof_of_play_then_emergency(ward, chromium):
     octx.close()
     actx.close()
 
-    # 7. every page, at 1366×768 and on a phone
+    # 8. every page, at 1366×768 and on a phone
     tour = [("dashboard", "/"), ("bulletins", "/bulletins"), ("bulletin", f"/bulletins/{bid}"),
             ("schedules", "/schedules?group=to-1"), ("emergency", "/emergency"),
             ("emergency-live", f"/emergency/{db.execute('SELECT MAX(o.id) FROM occurrences o WHERE priority = 3').fetchone()[0]}"),

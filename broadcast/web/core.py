@@ -67,7 +67,7 @@ class Console:
         env.filters["when"] = self.fmt_time
         env.filters["day"] = self.fmt_day
         env.filters["ago"] = fmt_ago
-        env.filters["mb"] = lambda b: "—" if b is None else f"{b / 1_048_576:,.0f} MB".replace(",", ".")
+        env.filters["mb"] = fmt_size
 
     @property
     def db(self):
@@ -121,6 +121,15 @@ class Console:
         base = {"request": request, "session": sess, "user": sess.actor if sess else None,
                 "csrf": sess.csrf if sess else "", "nav": request.url.path, "station_online": self.online}
         return self.templates.TemplateResponse(request, name, {**base, **ctx}, status_code=status)
+
+
+def fmt_size(b) -> str:
+    """Bytes in Vietnamese notation (decimal comma): 812 MB, 1,9 GB."""
+    if b is None:
+        return "—"
+    if b >= 1024 ** 3:
+        return f"{b / 1024 ** 3:.1f} GB".replace(".", ",")
+    return f"{b / 1_048_576:.0f} MB"
 
 
 def fmt_ago(ms) -> str:
