@@ -178,7 +178,9 @@ def validation_response(exc: ValidationError, field: str = "body") -> JSONRespon
     f = getattr(exc, "field", None) or field
     if not getattr(exc, "field", None) and exc.problems:
         f = exc.problems[0].split(":", 1)[0] if ":" in exc.problems[0] else field
-    return api_error(422, f, "; ".join(exc.problems), "; ".join(exc.problems))
+    status = 403 if f.strip().lower() == "quyền" else 422  # the role may not do this
+    return api_error(status, f, "; ".join(exc.problems), "; ".join(exc.problems), "forbidden" if status == 403
+                     else "invalid")
 
 
 # --- authentication ----------------------------------------------------------------------
