@@ -229,7 +229,8 @@ def test_bulletin_from_writing_to_proof_of_play_then_emergency(ward, chromium):
             ("schedules", "/schedules?group=to-1"), ("emergency", "/emergency"),
             ("emergency-live", f"/emergency/{db.execute('SELECT MAX(o.id) FROM occurrences o WHERE priority = 3').fetchone()[0]}"),
             ("devices", "/devices"), ("device", "/devices/loa-a1"), ("reports", "/reports"),
-            ("month", "/reports/month"), ("audit", "/audit"), ("account", "/account")]
+            ("month", "/reports/month"), ("audit", "/audit"), ("users", "/users"),
+            ("account", "/account")]
     for size, suffix in (((1366, 768), ""), ((390, 844), "-phone")):
         ctx, page = login(chromium, base, "quantri", size)
         for name, path in tour:

@@ -381,3 +381,31 @@ def test_reports_csv_and_month_page(web):
     month = c.get("/reports/month?month=2026-11")
     assert month.status_code == 200 and "MINH CHỨNG TIÊU CHÍ 8" in month.text and "Tổ dân phố 1" in month.text
     assert c.get("/reports/month?month=2026-13").status_code == 422
+
+
+def test_admin_adds_users_and_resets_passwords(web):
+    c = client(web)
+    csrf = logged_in(c, "quantri")
+    page = c.get("/users")
+    assert page.status_code == 200 and "Phó Chủ tịch" in page.text
+    bad = c.post("/users", data={"csrf": csrf, "username": "Cán Bộ", "display_name": "Cán bộ", "role": "operator",
+                                 "password": "mat-khau-dai-du"})
+    assert bad.status_code == 422 and "tên đăng nhập: 2-40 ký tự" in bad.text
+    bad = c.post("/users", data={"csrf": csrf, "username": "canbo", "display_name": "Cán bộ", "role": "boss",
+                                 "password": "mat-khau-dai-du"})
+    assert bad.status_code == 422 and "Vai trò" in bad.text
+    bad = c.post("/users", data={"csrf": csrf, "username": "canbo", "display_name": "Cán bộ", "role": "viewer",
+                                 "password": "ngan"})
+    assert bad.status_code == 422 and "ít nhất 10 ký tự" in bad.text
+    ok = c.post("/users", data={"csrf": csrf, "username": "canbo", "display_name": "Cán bộ", "role": "viewer",
+                                "password": "mat-khau-dai-du"}, follow_redirects=False)
+    assert ok.status_code == 303
+    assert login(client(web), "canbo", "mat-khau-dai-du").status_code == 303
+    assert c.post("/users/canbo/password", data={"csrf": csrf, "password": "mat-khau-khac-nua"},
+                  follow_redirects=False).status_code == 303
+    assert login(client(web), "canbo", "mat-khau-khac-nua").status_code == 303
+    actions = [e["action"] for e in areas.audit_log(web["db"], "user", "canbo")]
+    assert actions[:2] == ["user.add", "user.password"] and actions.count("user.password") == 2
+    op = client(web)
+    logged_in(op, "vanthu")
+    assert op.get("/users").status_code == 403

@@ -724,3 +724,67 @@ async def account_save(request: Request):
     resp = redirect("/login")
     resp.delete_cookie(SESSION_COOKIE)
     return resp
+
+
+# --- users (admin) -----------------------------------------------------------------------
+
+USER_LABELS = {"tên đăng nhập": "username", "mật khẩu": "password", "người dùng": "username",
+               "tên hiển thị": "display_name", "vai trò": "role"}
+
+
+def _users_page(request: Request, errors=None, values=None, status: int = 200):
+    console = console_of(request)
+    rows = console.db.execute("SELECT u.username, u.role, u.display_name, u.password_hash IS NOT NULL, u.created_at, "
+                              "(SELECT MAX(at) FROM audit a WHERE a.actor = u.username AND a.action = 'login') "
+                              "FROM users u ORDER BY u.username").fetchall()
+    users = [dict(username=r[0], role=r[1], display_name=r[2], has_password=bool(r[3]), created_at=r[4],
+                  last_login=r[5]) for r in rows]
+    return console.render(request, "users.html", {"title": "Người dùng", "users": users, "errors": errors or {},
+                                                  "values": values or {"role": "operator"}}, status=status)
+
+
+@router.get("/users")
+def users_page(request: Request):
+    page_session(request, (Role.ADMIN,))
+    return _users_page(request)
+
+
+@router.post("/users")
+async def user_add(request: Request):
+    console = console_of(request)
+    sess, form = await _form(request, (Role.ADMIN,))
+    values = {k: _text(form, k, 200) for k in ("username", "role", "display_name")}
+    password = form.get("password") if isinstance(form.get("password"), str) else ""
+
+    def work():
+        if values["role"] not in {r.value for r in Role}:
+            raise FieldError("role", "Vai trò: chọn một vai trò trong danh sách")
+        if not values["display_name"]:
+            raise FieldError("display_name", "Tên hiển thị: bắt buộc")
+        auth.check_new_password(password)
+        if console.db.execute("SELECT 1 FROM users WHERE username = ?", [values["username"]]).fetchone():
+            raise FieldError("username", "Tên đăng nhập: đã có tài khoản này")
+        areas.add_user(console.db, values["username"], values["role"], values["display_name"])
+        from ..db import transaction
+
+        with transaction(console.db):
+            areas.audit(console.db, sess.actor, "user.add", "user", values["username"], {"role": values["role"]})
+        auth.set_password(console.db, sess.actor, values["username"], password)
+
+    try:
+        await run_in_threadpool(work)
+    except ValidationError as exc:
+        return _users_page(request, errors_by_field(exc, USER_LABELS), values, 422)
+    return redirect("/users")
+
+
+@router.post("/users/{username}/password")
+async def user_password(request: Request, username: str):
+    console = console_of(request)
+    sess, form = await _form(request, (Role.ADMIN,))
+    password = form.get("password") if isinstance(form.get("password"), str) else ""
+    try:
+        await run_in_threadpool(lambda: auth.set_password(console.db, sess.actor, username[:64], password))
+    except ValidationError as exc:
+        return _users_page(request, {f"pw_{username[:64]}": exc.problems}, status=422)
+    return redirect("/users")
