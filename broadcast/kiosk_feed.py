@@ -40,8 +40,13 @@ FACTOR_VI = {"access": "Tiếp cận dịch vụ", "procedures": "Thủ tục h�
              "results": "Kết quả giải quyết", "feedback": "Tiếp nhận, xử lý góp ý"}
 COUNTER_RE = re.compile(r"[a-z0-9-]{1,64}")
 PHONE_RE = re.compile(r"[0-9 +().-]{6,20}")
-# a year before 2020 or more than a day ahead is a broken kiosk clock, not an answer
+# a kiosk without a real-time clock may answer before NTP set its clock (1970) or with a
+# clock far ahead: such items are still stored (never parked at the kiosk forever), and
+# reports place them at the time the station received them
 MIN_CREATED_MS = 1_577_836_800_000
+MAX_MS = 2 ** 53
+WHEN_SQL = (f"(CASE WHEN created_ms BETWEEN {MIN_CREATED_MS} AND received_at + 86400000 "
+            "THEN created_ms ELSE received_at END)")
 
 
 class ItemError(ValidationError):
@@ -134,9 +139,9 @@ def validate_item(item, i: int) -> dict:
         raise ItemError(f"{where}.kind", "kind must be rating or feedback",
                         "Loại mục phải là rating (đánh giá) hoặc feedback (góp ý)")
     created = item.get("created_ms")
-    if not _is_int(created) or not MIN_CREATED_MS <= created <= now_ms() + 86_400_000:
-        raise ItemError(f"{where}.created_ms", "created_ms must be Unix milliseconds (after 2020, not in the future)",
-                        "Thời điểm created_ms phải là mili giây Unix hợp lệ (sau năm 2020, không ở tương lai)")
+    if not _is_int(created) or not 0 <= created <= MAX_MS:
+        raise ItemError(f"{where}.created_ms", "created_ms must be Unix milliseconds (an integer ≥ 0)",
+                        "Thời điểm created_ms phải là số mili giây Unix (số nguyên không âm)")
     counter = item.get("counter_id")
     if not isinstance(counter, str) or not COUNTER_RE.fullmatch(counter):
         raise ItemError(f"{where}.counter_id", "counter_id must match [a-z0-9-]{1,64}",
@@ -327,7 +332,7 @@ class Share:
 
 def satisfaction(db: sqlite_utils.Database, start_ms: int, end_ms: int, tz: str) -> dict:
     """Share of answers at level 4–5, overall and per factor, officer, field and month."""
-    where, args = "created_ms >= ? AND created_ms < ?", [start_ms, end_ms]
+    where, args = f"{WHEN_SQL} >= ? AND {WHEN_SQL} < ?", [start_ms, end_ms]
     total, sat = db.execute(f"SELECT COUNT(*), SUM(level >= 4) FROM kiosk_ratings WHERE {where}", args).fetchone()
     factors = []
     for f in FACTORS:
@@ -341,7 +346,7 @@ def satisfaction(db: sqlite_utils.Database, start_ms: int, end_ms: int, tz: str)
 
     zone = ZoneInfo(tz)
     months: dict[str, list[int]] = {}
-    for created, level in db.execute(f"SELECT created_ms, level FROM kiosk_ratings WHERE {where}", args):
+    for created, level in db.execute(f"SELECT {WHEN_SQL}, level FROM kiosk_ratings WHERE {where}", args):
         key = dt.datetime.fromtimestamp(created / 1000, zone).strftime("%Y-%m")
         m = months.setdefault(key, [0, 0])
         m[0] += 1
@@ -355,6 +360,6 @@ def satisfaction(db: sqlite_utils.Database, start_ms: int, end_ms: int, tz: str)
 
 def recent_feedback(db: sqlite_utils.Database, start_ms: int, end_ms: int, limit: int = 50) -> list[dict]:
     return [dict(created_ms=r[0], kiosk_id=r[1], counter_id=r[2], category=r[3], text=r[4], phone=r[5], name=r[6])
-            for r in db.execute("SELECT created_ms, kiosk_id, counter_id, category, text, phone, name FROM kiosk_feedback "
-                                "WHERE created_ms >= ? AND created_ms < ? ORDER BY created_ms DESC LIMIT ?",
+            for r in db.execute(f"SELECT {WHEN_SQL}, kiosk_id, counter_id, category, text, phone, name FROM kiosk_feedback "
+                                f"WHERE {WHEN_SQL} >= ? AND {WHEN_SQL} < ? ORDER BY 1 DESC LIMIT ?",
                                 [start_ms, end_ms, limit])]

@@ -437,7 +437,10 @@ def run(cfg: StationConfig, notify=None) -> int:
     if cfg.web.enabled:
         from .web import WebServer
 
-        web = WebServer(svc).start()
+        try:
+            web = WebServer(svc).start()
+        except (RuntimeError, OSError) as exc:  # playback goes on without the console; say so loudly
+            log.error("the web console did not start: %s", exc)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGINT, lambda *a: stop.set())

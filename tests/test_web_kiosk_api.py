@@ -82,6 +82,7 @@ def test_batch_is_stored_once_and_a_resend_lists_duplicates(station):
     ({"comment": "x" * 2001}, "items[1].comment", "2000"),
     ({"officer_id": "x" * 65}, "items[1].officer_id", "64"),
     ({"created_ms": "hôm nay"}, "items[1].created_ms", "mili giây"),
+    ({"created_ms": -5}, "items[1].created_ms", "không âm"),
     ({"kind": "vote"}, "items[1].kind", "rating"),
 ])
 def test_a_malformed_item_refuses_the_whole_batch_naming_the_field(station, change, field, vi):
@@ -184,3 +185,12 @@ def test_satisfaction_per_factor_officer_field_month(station):
     assert officers["can-bo-01"] == (2, 100.0, True) and officers["can-bo-02"] == (1, 0.0, False)
     assert {f.key for f in sat["fields"]} == {"", "Hộ tịch", "Đất đai"}
     assert len(sat["months"]) == 1 and sat["months"][0].answers == 4
+
+
+def test_a_kiosk_clock_still_at_1970_is_stored_and_counted_when_received(station):
+    r = post(station, [rating(created_ms=5_000, level=5), feedback(created_ms=10**13)])
+    assert r.status_code == 200 and len(r.json()["accepted"]) == 2
+    now = int(time.time() * 1000)
+    sat = kiosk_feed.satisfaction(station["db"], now - 3_600_000, now + 3_600_000, station["cfg"].timezone)
+    assert sat["overall"].answers == 1 and sat["feedback"] == 1
+    assert len(kiosk_feed.recent_feedback(station["db"], now - 3_600_000, now + 3_600_000)) == 1
