@@ -38,6 +38,16 @@ DEFAULT_BODY_CAP = 1024 * 1024 + 4096  # JSON bodies and forms without files (ki
 ROLE_VI = {"operator": "Phát thanh viên", "approver": "Người duyệt", "technician": "Kỹ thuật viên",
            "viewer": "Người xem", "admin": "Quản trị"}
 LEVEL_VI = {"normal": "thông thường", "priority": "ưu tiên", "emergency": "khẩn cấp"}
+ACTION_VI = {"login": "đăng nhập", "login.failed": "đăng nhập sai", "login.locked": "bị chặn đăng nhập",
+             "logout": "đăng xuất", "user.add": "thêm người dùng", "user.password": "đặt mật khẩu",
+             "bulletin.create": "soạn bản tin", "bulletin.edit": "sửa bản tin", "bulletin.submit": "gửi duyệt",
+             "bulletin.approve": "duyệt", "bulletin.reject": "từ chối", "bulletin.cancel": "hủy bản tin",
+             "bulletin.schedule": "bản tin đã lên lịch", "bulletin.emergency_approve": "duyệt phát khẩn cấp",
+             "schedule.add": "thêm lịch phát", "emergency.send": "phát khẩn cấp", "group.save": "lưu tổ",
+             "device.save": "lưu loa", "device.test_tone": "phát thử âm", "device.identify": "nhận diện loa",
+             "device.restart": "khởi động lại loa", "device.volume": "đặt âm lượng", "token.add": "cấp mã truy cập",
+             "token.revoke": "thu hồi mã truy cập", "catalogue.import": "nhập danh mục thủ tục",
+             "key.rotate": "bắt đầu đổi khóa ký", "key.finish": "hoàn tất đổi khóa ký"}
 
 
 class Console:
@@ -63,11 +73,12 @@ class Console:
         self._local = threading.local()
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         env = self.templates.env
-        env.globals.update(ward_name=self.cfg.ward_name, ROLE_VI=ROLE_VI, LEVEL_VI=LEVEL_VI)
+        env.globals.update(ward_name=self.cfg.ward_name, ROLE_VI=ROLE_VI, LEVEL_VI=LEVEL_VI, ACTION_VI=ACTION_VI)
         env.filters["when"] = self.fmt_time
         env.filters["day"] = self.fmt_day
         env.filters["ago"] = fmt_ago
         env.filters["mb"] = fmt_size
+        env.filters["detail"] = fmt_detail
 
     @property
     def db(self):
@@ -121,6 +132,14 @@ class Console:
         base = {"request": request, "session": sess, "user": sess.actor if sess else None,
                 "csrf": sess.csrf if sess else "", "nav": request.url.path, "station_online": self.online}
         return self.templates.TemplateResponse(request, name, {**base, **ctx}, status_code=status)
+
+
+def fmt_detail(detail) -> str:
+    """An audit detail as readable text (Vietnamese as is, not \\u escapes)."""
+    if isinstance(detail, dict):
+        return "; ".join(f"{k}: {v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
+                         for k, v in detail.items() if v not in (None, [], {}))
+    return "" if detail is None else str(detail)
 
 
 def fmt_size(b) -> str:
