@@ -233,6 +233,9 @@ def test_bulletin_from_writing_to_proof_of_play_then_emergency(ward, chromium):
             ("account", "/account")]
     for size, suffix in (((1366, 768), ""), ((390, 844), "-phone")):
         ctx, page = login(chromium, base, "quantri", size)
+        problems: list[str] = []  # script errors and CSP violations show up here
+        page.on("pageerror", lambda exc: problems.append(str(exc)))
+        page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
         for name, path in tour:
             page.goto(base + path)
             page.wait_for_load_state("networkidle")
@@ -240,6 +243,7 @@ def test_bulletin_from_writing_to_proof_of_play_then_emergency(ward, chromium):
             overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 1, f"{path} scrolls sideways by {overflow}px at {size}"
             shot(page, name + suffix)
+        assert not problems, problems
         ctx.close()
         lctx = chromium.new_context(viewport={"width": size[0], "height": size[1]}, locale="vi-VN")
         lp = lctx.new_page()
