@@ -1,7 +1,8 @@
 """`thanthien station`: run the ward station, or manage it from the command line.
 
-Without an action it runs the station (dispatcher, ingest, media server). Every action
-works on the station's database and is audited under the user given with --as.
+Without an action it runs the station (dispatcher, ingest, media server, and the web
+console with its JSON API when [web] is enabled). Every action works on the station's
+database and is audited under the user given with --as.
 """
 
 from __future__ import annotations
