@@ -92,3 +92,36 @@ def test_cache_follows_new_events_and_criterion8_adds_up(tmp_path):
     assert sum(g["targeted"] for g in c8["groups"]) == c8["totals"]["targeted"] == 12 * len(devs)
     assert sum(g["played"] for g in c8["groups"]) == c8["totals"]["played"]
     assert len(c8["emergencies"]) == 1 and c8["emergencies"][0]["targeted"] == len(devs)
+
+
+def test_dashboard_rows_show_versions_and_every_kind_of_alert(tmp_path):
+    import json as _json
+
+    from broadcast import alerts
+
+    db, devs = build(tmp_path)
+    now = now_ms()
+    with transaction(db):
+        db.execute("INSERT INTO device_state VALUES ('loa-0', 1, ?, ?, '0.1.0', ?)",
+                   [now - 1000, now - 1000, _json.dumps({"volume": 55, "disk_free_bytes": 50 * 1024 * 1024,
+                                                          "now_playing": {"title": "Bản tin sáng"}})])
+        db.execute("INSERT INTO device_state VALUES ('loa-1', 0, ?, ?, '0.1.0', NULL)",
+                   [now - 30 * 60_000, now - 30 * 60_000])
+        db.execute("INSERT INTO device_state VALUES ('loa-2', 0, ?, ?, '0.1.0', 'not json')", [now - 60_000, now - 60_000])
+        db.execute("INSERT INTO documents VALUES ('groups/to-2', 4, 'x', ?)", [now])
+        db.execute("INSERT INTO device_documents VALUES ('loa-0', 'groups/to-2', 3, ?)", [now])
+        for _ in range(3):
+            db.execute("INSERT INTO events VALUES (?, 'loa-4', 'play_failed', ?, NULL, NULL, NULL, NULL, NULL, NULL, "
+                       "'decode', ?)", [str(uuid.uuid4()), now, now])
+    alerts.evaluate(db, offline_minutes=10, clock_seconds=30, failure_count=3)
+    rows = {r["id"]: r for r in dashboard.nodes(db, offline_minutes=10)}
+    a0 = rows["loa-0"]
+    assert a0["online"] and a0["volume"] == 55 and a0["now_playing"] == "Bản tin sáng"
+    assert a0["documents"] == [{"target": "groups/to-2", "held": 3, "current": 4}] and not a0["up_to_date"]
+    assert any("sắp hết dung lượng" in a for a in a0["alerts"])
+    assert any("mất kết nối" in a for a in rows["loa-1"]["alerts"])  # 30 min > 10 min
+    assert rows["loa-2"]["alerts"] == [] and rows["loa-2"]["now_playing"] is None  # 1 min offline: not yet
+    assert any("phát lỗi nhiều lần" in a for a in rows["loa-4"]["alerts"])
+    assert any("chưa từng kết nối" in a for a in rows["loa-5"]["alerts"])
+    s = dashboard.summary(list(rows.values()))
+    assert s["devices"] == 12 and s["online"] == 1 and s["playing"] == 1 and s["stale"] == 6  # to-2 nodes hold 0 of 4
