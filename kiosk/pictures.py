@@ -30,7 +30,7 @@ def qr_png(url: str, folder: Path) -> Path:
 
 
 def share_chart(shares: list[Share], title: str, target_pct: int, folder: Path, *, size=(8, 4.5),
-                dark: bool = False) -> Path:
+                dark: bool = False, scale: float = 1.0) -> Path:
     """Horizontal bars of satisfaction % per group with the target line."""
     import matplotlib
 
@@ -38,13 +38,13 @@ def share_chart(shares: list[Share], title: str, target_pct: int, folder: Path, 
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha256(repr((title, target_pct, size, dark,
+    key = hashlib.sha256(repr((title, target_pct, size, dark, scale,
                                [(s.key, s.label, s.answers, s.satisfied) for s in shares])).encode()).hexdigest()[:16]
     path = folder / f"chart-{key}.png"
     if path.exists():
         return path
     fg, bg = ("white", "black") if dark else ("#1a1a1a", "white")
-    fig, ax = plt.subplots(figsize=size, dpi=100, facecolor=bg)
+    fig, ax = plt.subplots(figsize=size, dpi=int(100 * scale), facecolor=bg)
     ax.set_facecolor(bg)
     labels = [_wrap(s.label) for s in shares] or ["(chưa có đánh giá)"]
     values = [s.percent for s in shares] or [0]
@@ -54,7 +54,7 @@ def share_chart(shares: list[Share], title: str, target_pct: int, folder: Path, 
     for bar, s in zip(bars, shares):
         inside = bar.get_width() > 60
         ax.text(bar.get_width() - 1 if inside else bar.get_width() + 1, bar.get_y() + bar.get_height() / 2,
-                f"{s.percent:.1f} % ({s.answers} phiếu)", va="center", ha="right" if inside else "left",
+                f"{s.percent:.1f} % ({s.answers} phiếu)" if s.answers else "chưa có phiếu", va="center", ha="right" if inside else "left",
                 color="white" if inside else fg, fontsize=11, fontweight="bold")
     ax.set_xlim(0, 100)
     ax.invert_yaxis()

@@ -46,7 +46,9 @@ FONT_STEPS = (0.85, 1.0, 1.15, 1.3, 1.5)
 
 def run_app(config, *, db_path=None, size=None, screenshot_dir=None, pin_factory=None, driver=None) -> int:
     os.environ.setdefault("KIVY_NO_ARGS", "1")
-    os.environ.setdefault("KIVY_HOME", str(Path(config.data_dir) / "kivy"))
+    kivy_home = Path(config.data_dir) / "kivy"
+    kivy_home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("KIVY_HOME", str(kivy_home))
     from kivy.config import Config
 
     Config.set("kivy", "exit_on_escape", "0")
@@ -111,6 +113,15 @@ def build_app(config, *, db_path=None, screenshot_dir=None, pin_factory=None):
         def tone(self, name: str, down: bool = False):
             colour = TONES.get(name, TONES["primary"])[1 if self.contrast else 0]
             return tuple(c * 0.8 for c in colour[:3]) + (1,) if down else colour
+
+        def role_colour(self, role: str, muted: bool = False, _contrast=None):
+            if role == "header":
+                return self.c_header_fg
+            if role == "accent":
+                return self.c_accent
+            if role == "danger":
+                return self.c_danger
+            return self.c_muted if muted else self.c_fg
 
         def tone_fg(self, name: str):
             if name in DARK_TEXT[self.contrast]:
@@ -251,6 +262,7 @@ def build_app(config, *, db_path=None, screenshot_dir=None, pin_factory=None):
             if name == "rate":
                 self.screen("rate").procedure_code = kw.get("procedure")
             self.hide_keyboard()
+            self.toast_panel.opacity = 0
             self.sm.current = name
 
         def open_procedure(self, code):

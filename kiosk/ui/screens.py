@@ -67,9 +67,9 @@ class KioskScreen(Screen):
             emblem = app.kiosk.config.ward.emblem
             if emblem and Path(emblem).exists():
                 h.add_widget(Image(source=str(emblem), size_hint_x=None, width=app.u * 44))
-        h.add_widget(tag(KLabel(text=self.title, base=20, strong=True, color=app.c_header_fg), f"{self.name}.title"))
+        h.add_widget(tag(KLabel(text=self.title, base=20, strong=True, role="header"), f"{self.name}.title"))
         self.clock_label = KLabel(text="", base=15, size_hint_x=None, width=app.u * 150, align="right",
-                                  color=app.c_header_fg)
+                                  role="header")
         h.add_widget(self.clock_label)
         return h
 
@@ -138,35 +138,35 @@ class HomeScreen(KioskScreen):
         page = pages[self.page % len(pages)]
         if page == "slogans":
             p.add_widget(tag(KLabel(text=content.MOTTO, base=17, strong=True, align="center", size_hint_y=None,
-                                    height=u * 28, color=app.c_accent), "home.motto"))
+                                    height=u * 28, role="accent"), "home.motto"))
             # Weights: each slogan line is one share of the height; titles are fixed.
             top = BoxLayout(spacing=u * 10, size_hint_y=4.3)
             for title, lines in content.SLOGANS[:2]:
                 col = BoxLayout(orientation="vertical")
                 col.add_widget(KLabel(text=f"“{title}”", base=18, strong=True, size_hint_y=None, height=u * 26,
-                                      color=app.c_accent))
+                                      role="accent"))
                 for line in lines:
                     col.add_widget(KLabel(text=line, base=16))
                 top.add_widget(col)
             p.add_widget(top)
             title, lines = content.SLOGANS[2]
             p.add_widget(KLabel(text=f"“{title}”", base=18, strong=True, size_hint_y=None, height=u * 26,
-                                color=app.c_accent))
+                                role="accent"))
             for line in lines:
                 p.add_widget(KLabel(text=line, base=14.5))
         elif page == "hours":
             p.add_widget(KLabel(text="Thời gian tiếp nhận hồ sơ", base=18, strong=True, size_hint_y=None,
-                                height=u * 28, color=app.c_accent))
+                                height=u * 28, role="accent"))
             for line in ward.reception_hours:
                 p.add_widget(KText(text=line, base=16))
             p.add_widget(KLabel(text="Đường dây nóng", base=18, strong=True, size_hint_y=None, height=u * 30,
-                                color=app.c_accent))
+                                role="accent"))
             for h in ward.hotlines:
                 p.add_widget(KText(text=f"{h.label}: [b]{h.number}[/b]", markup=True, base=16))
             p.add_widget(Widget())
         else:
             p.add_widget(KLabel(text="Thông báo của phường", base=18, strong=True, size_hint_y=None, height=u * 28,
-                                color=app.c_accent))
+                                role="accent"))
             for a in app.kiosk.announcements(3):
                 p.add_widget(KText(text=a["title"], base=16, strong=True))
                 p.add_widget(KText(text=_clip(a["text"], 220), base=14.5))
@@ -385,7 +385,7 @@ class ProcedureScreen(KioskScreen):
 def section(box, title: str) -> None:
     app = App.get_running_app()
     box.add_widget(Widget(size_hint_y=None, height=app.u * 4))
-    box.add_widget(KText(text=title, base=18, strong=True, color=app.c_accent))
+    box.add_widget(KText(text=title, base=18, strong=True, role="accent"))
 
 
 def _esc(text: str) -> str:
@@ -493,7 +493,7 @@ class FollowUpScreen(KioskScreen):
         view, self.box = scroller("followup.scroll")
         self.body.add_widget(view)
         row = BoxLayout(size_hint_y=None, height=u * 52, spacing=u * 10)
-        self.error = tag(KLabel(text="", base=15, color=app.c_danger), "followup.error")
+        self.error = tag(KLabel(text="", base=15, role="danger"), "followup.error")
         row.add_widget(self.error)
         row.add_widget(tag(KButton(text="Gửi ý kiến", base=19, size_hint_x=None, width=u * 200,
                                    on_release=lambda *_: self.submit()), "followup.send"))
@@ -611,7 +611,7 @@ class FeedbackScreen(KioskScreen):
         row.add_widget(self.phone)
         self.body.add_widget(row)
         bottom = BoxLayout(size_hint_y=None, height=u * 48, spacing=u * 8)
-        self.error = tag(KLabel(text="", base=15, color=app.c_danger), "feedback.error")
+        self.error = tag(KLabel(text="", base=15, role="danger"), "feedback.error")
         bottom.add_widget(self.error)
         bottom.add_widget(tag(KButton(text="Gửi", base=19, size_hint_x=None, width=u * 160,
                                       on_release=lambda *_: self.submit()), "feedback.send"))
@@ -649,7 +649,7 @@ class ConductScreen(KioskScreen):
 
     def build(self):
         view, box = scroller("conduct.scroll")
-        box.add_widget(KText(text=content.CODE_OF_CONDUCT_TITLE, base=19, strong=True, color=self.app.c_accent))
+        box.add_widget(KText(text=content.CODE_OF_CONDUCT_TITLE, base=19, strong=True, role="accent"))
         for i, rule in enumerate(content.CODE_OF_CONDUCT, 1):
             box.add_widget(KText(text=f"{i}. {rule}", base=16.5))
         for title, lines in content.SLOGANS:
@@ -670,7 +670,7 @@ class PinScreen(KioskScreen):
         self.dots = tag(KLabel(text="", base=28, align="center", size_hint_y=None, height=u * 44), "pin.dots")
         self.body.add_widget(self.dots)
         self.message = tag(KLabel(text="", base=15, align="center", size_hint_y=None, height=u * 26,
-                                  color=app.c_danger), "pin.message")
+                                  role="danger"), "pin.message")
         self.body.add_widget(self.message)
         pad = GridLayout(cols=3, spacing=u * 6, padding=[u * 150, 0])
         for key in "123456789":
@@ -771,7 +771,8 @@ class AdminScreen(KioskScreen):
         w, h = self.chart.size if self.chart.width > 100 else (app.u * 540, app.u * 300)
         self.chart.source = str(pictures.share_chart(shares, f"Tỷ lệ hài lòng – {label.lower()}", target,
                                                      Path(kiosk.config.data_dir) / "charts",
-                                                     size=(max(4.0, w / 100), max(2.5, h / 100)), dark=app.contrast))
+                                                     size=(max(4.0, w / (100 * app.u)), max(2.5, h / (100 * app.u))),
+                                                     dark=app.contrast, scale=app.u))
         (overall,) = kiosk.satisfaction("overall")
         this_month = kiosk.satisfaction("overall", month=datetime.now().strftime("%Y-%m"))[0]
         state = "[color=2e7d32]đạt[/color]" if overall.meets(target) else "[color=c62828]chưa đạt[/color]"

@@ -22,7 +22,7 @@ KV = """
 
 <KText>:
     font_size: app.u * self.base * app.fs
-    color: app.c_muted if self.muted else app.c_fg
+    color: app.role_colour(self.role, self.muted, app.contrast)
     text_size: self.width, None
     size_hint_y: None
     height: self.texture_size[1] + app.u * self.gap
@@ -31,7 +31,7 @@ KV = """
 
 <KLabel>:
     font_size: app.u * self.base * app.fs
-    color: app.c_muted if self.muted else app.c_fg
+    color: app.role_colour(self.role, self.muted, app.contrast)
     text_size: self.size
     halign: self.align
     valign: 'middle'
@@ -69,6 +69,20 @@ KV = """
     hint_text_color: app.c_muted
     padding: app.u * 8, app.u * 8
     write_tab: False
+    canvas.after:
+        Color:
+            rgba: app.c_accent if self.focus else app.c_muted
+        Line:
+            rectangle: self.x, self.y, self.width, self.height
+            width: app.u * (2 if self.focus else 1)
+
+<KioskScreen>:
+    canvas.before:
+        Color:
+            rgba: app.c_bg
+        Rectangle:
+            pos: self.pos
+            size: self.size
 
 <Header>:
     size_hint_y: None
@@ -90,6 +104,7 @@ class KText(Label):
     muted = BooleanProperty(False)
     strong = BooleanProperty(False)
     align = StringProperty("left")
+    role = StringProperty("")  # "", "header", "accent", "danger"
     gap = NumericProperty(4)
 
 
@@ -99,6 +114,7 @@ class KLabel(Label):
     muted = BooleanProperty(False)
     strong = BooleanProperty(False)
     align = StringProperty("left")
+    role = StringProperty("")
 
 
 class KButton(Button):

@@ -1,0 +1,42 @@
+"""The kiosk UI under Xvfb, driven by real touches at two panel sizes.
+
+Every screen is photographed into docs/screenshots/ (kept in the repository, looked at
+when the UI changes) and checked for text that overflows its box.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kiosk.pin import hash_pin
+from tests.kiosk_support import ROOT, write_kiosk_config
+
+SHOTS = ROOT / "docs" / "screenshots"
+
+
+@pytest.mark.parametrize("size", ["800x480", "1920x1080"])
+def test_citizen_and_admin_paths(tmp_path, xvfb, size):
+    cfg = write_kiosk_config(tmp_path / "kiosk", pin_hash=hash_pin("2468"), buttons=True)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "kiosk_ui_driver.py"), str(cfg), size, str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    results_file = out / "results.json"
+    assert results_file.exists(), proc.stderr[-3000:]
+    results = json.loads(results_file.read_text())
+    assert results["error"] is None, results["error"]
+    failed = {k: v["detail"] for k, v in results["checks"].items() if not v["ok"]}
+    assert not failed, failed
+    assert len(results["checks"]) >= 17
+    overflow = {k: v for k, v in results["overflow"].items() if v}
+    assert not overflow, overflow
+    assert len(results["screens"]) >= 15
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for name in results["screens"]:
+        shutil.copy(out / name, SHOTS / name)
+    assert proc.returncode == 0
