@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from broadcast import areas, auth, bulletins, kiosk_feed
 from broadcast.db import open_db
 from broadcast.web import create_app
-from tests.web_support import csrf_of, logged_in, login, seed, station_config
+from tests.web_support import logged_in, login, seed, station_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,6 @@ import datetime as dt
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 

@@ -5,13 +5,12 @@ back at the form field they name."""
 from __future__ import annotations
 
 import datetime as dt
-import io
 import re
 import secrets
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import FileResponse, Response
 
 from devices import protocol as p
 from devices.errors import ValidationError
