@@ -261,3 +261,40 @@ def emergency_now(db: sqlite_utils.Database, actor: Actor, bulletin: Bulletin, t
 
 
 LEVEL_VI = {Level.NORMAL: "thông thường", Level.PRIORITY: "ưu tiên", Level.EMERGENCY: "khẩn cấp"}
+
+
+def stop_schedule(db: sqlite_utils.Database, actor: Actor, schedule_id: int, reason: str) -> int:
+    """Stop a schedule: no new occurrences, the future ones cancelled (nodes drop them
+    with the next schedule document). Returns how many occurrences were cancelled."""
+    if actor.role not in (Role.OPERATOR, Role.APPROVER, Role.ADMIN):
+        raise ValidationError(["quyền: tài khoản này không được dừng lịch phát"])
+    if not reason or not reason.strip():
+        raise ValidationError(["lý do: hãy ghi lý do dừng lịch"])
+    row = db.execute("SELECT active FROM schedules WHERE id = ?", [schedule_id]).fetchone()
+    if row is None:
+        raise ValidationError([f"lịch: không có lịch số {schedule_id}"])
+    if not row[0]:
+        raise ValidationError([f"lịch: lịch số {schedule_id} đã dừng"])
+    with transaction(db):
+        db.execute("UPDATE schedules SET active = 0 WHERE id = ?", [schedule_id])
+        n = db.execute("UPDATE occurrences SET cancelled = 1 WHERE schedule_id = ? AND start_at > ? AND cancelled = 0",
+                       [schedule_id, now_ms()]).rowcount
+        audit(db, actor, "schedule.stop", "schedule", schedule_id, {"reason": reason.strip(), "cancelled": n})
+    return n
+
+
+def active_schedules(db: sqlite_utils.Database, tz: str) -> list[dict]:
+    """Schedules still producing occurrences, with their next start, for the console."""
+    out = []
+    for sid, bid, kind, rule, dtstart, targets_json, relay_url, prio, by, title in db.execute(
+            "SELECT s.id, s.bulletin_id, s.kind, s.rrule, s.dtstart, s.targets, s.relay_url, s.priority, s.created_by, "
+            "b.title FROM schedules s LEFT JOIN bulletins b ON b.id = s.bulletin_id WHERE s.active = 1 ORDER BY s.id"):
+        nxt = db.execute("SELECT MIN(start_at) FROM occurrences WHERE schedule_id = ? AND cancelled = 0 AND start_at > ?",
+                         [sid, now_ms()]).fetchone()[0]
+        if rule is None and nxt is None:
+            continue  # a one-off that has played
+        t = Targets.from_json(targets_json)
+        out.append({"id": sid, "bulletin_id": bid, "title": title or relay_url, "kind": kind, "rrule": rule,
+                    "dtstart": dtstart, "next": nxt, "created_by": by, "priority": prio,
+                    "targets": "tất cả" if t.all else ", ".join(list(t.groups) + list(t.devices))})
+    return out

@@ -409,3 +409,28 @@ def test_admin_adds_users_and_resets_passwords(web):
     op = client(web)
     logged_in(op, "vanthu")
     assert op.get("/users").status_code == 403
+
+
+def test_a_running_schedule_is_stopped_with_a_reason(web):
+    bid = approved_bulletin(web)
+    c = client(web)
+    csrf = logged_in(c, "vanthu")
+    r = c.post("/schedules", data={"csrf": csrf, "mode": "bulletin", "bulletin_id": str(bid), "kind": "daily",
+                                   "at": local(web["cfg"], now_ms() + 3_600_000), "groups": "to-2", "repeat": "1",
+                                   "action": "save", "confirm": "1"}, follow_redirects=False)
+    assert r.status_code == 303
+    sid = web["db"].execute("SELECT id FROM schedules").fetchone()[0]
+    page = c.get("/schedules")
+    assert "Lịch đang chạy" in page.text and "FREQ=DAILY" in page.text
+    r = c.post(f"/schedules/{sid}/stop", data={"csrf": csrf, "reason": ""})
+    assert r.status_code == 422 and "hãy ghi lý do dừng lịch" in r.text
+    r = c.post(f"/schedules/{sid}/stop", data={"csrf": csrf, "reason": "Đổi giờ phát"}, follow_redirects=False)
+    assert r.status_code == 303
+    db = web["db"]
+    assert db.execute("SELECT active FROM schedules WHERE id = ?", [sid]).fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM occurrences WHERE schedule_id = ? AND cancelled = 0 AND start_at > ?",
+                      [sid, now_ms()]).fetchone()[0] == 0
+    assert "Không có lịch nào đang chạy" in c.get("/schedules").text
+    entry = areas.audit_log(db, "schedule", sid)[-1]
+    assert entry["action"] == "schedule.stop" and entry["detail"]["reason"] == "Đổi giờ phát"
+    assert c.post(f"/schedules/{sid}/stop", data={"csrf": csrf, "reason": "x"}).status_code == 422  # already stopped

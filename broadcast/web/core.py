@@ -43,7 +43,7 @@ ACTION_VI = {"login": "đăng nhập", "login.failed": "đăng nhập sai", "log
              "bulletin.create": "soạn bản tin", "bulletin.edit": "sửa bản tin", "bulletin.submit": "gửi duyệt",
              "bulletin.approve": "duyệt", "bulletin.reject": "từ chối", "bulletin.cancel": "hủy bản tin",
              "bulletin.schedule": "bản tin đã lên lịch", "bulletin.emergency_approve": "duyệt phát khẩn cấp",
-             "schedule.add": "thêm lịch phát", "emergency.send": "phát khẩn cấp", "group.save": "lưu tổ",
+             "schedule.add": "thêm lịch phát", "schedule.stop": "dừng lịch phát", "emergency.send": "phát khẩn cấp", "group.save": "lưu tổ",
              "device.save": "lưu loa", "device.test_tone": "phát thử âm", "device.identify": "nhận diện loa",
              "device.restart": "khởi động lại loa", "device.volume": "đặt âm lượng", "token.add": "cấp mã truy cập",
              "token.revoke": "thu hồi mã truy cập", "catalogue.import": "nhập danh mục thủ tục",

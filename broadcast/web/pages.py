@@ -349,7 +349,8 @@ def _schedules_page(request: Request, errors=None, values=None, preview=None, st
         "prev_week": (monday - dt.timedelta(days=7)).isoformat(), "next_week": (monday + dt.timedelta(days=7)).isoformat(),
         "approved": approved, "errors": errors or {}, "preview": preview,
         "values": values or {"kind": "once", "at": default_at, "repeat": "1"},
-        "devices": areas.all_devices(db), "horizon_h": console.cfg.schedule_horizon_h}, status=status)
+        "devices": areas.all_devices(db), "horizon_h": console.cfg.schedule_horizon_h,
+        "active": schedules.active_schedules(db, console.tz)}, status=status)
 
 
 @router.get("/schedules")
@@ -407,6 +408,18 @@ async def schedule_save(request: Request):
     group = data.groups[0] if len(data.groups) == 1 else ""
     week = dt.datetime.fromtimestamp(args["dtstart"] / 1000, console.zone).date().isoformat()
     return redirect(f"/schedules?saved=1&week={week}" + (f"&group={group}" if group else ""))
+
+
+@router.post("/schedules/{schedule_id}/stop")
+async def schedule_stop(request: Request, schedule_id: int = Path(ge=1, le=2**62)):
+    console = console_of(request)
+    sess, form = await _form(request, (Role.OPERATOR, Role.APPROVER))
+    reason = _text(form, "reason", 1000)
+    try:
+        await run_in_threadpool(lambda: schedules.stop_schedule(console.db, sess.actor, schedule_id, reason))
+    except ValidationError as exc:
+        return _schedules_page(request, errors={f"stop_{schedule_id}": exc.problems}, status=422)
+    return redirect("/schedules?stopped=1#active")
 
 
 # --- emergency ---------------------------------------------------------------------------
