@@ -147,16 +147,14 @@ def device_summary(db: sqlite_utils.Database, start_ms: int, end_ms: int, group:
 
 
 def coverage(db: sqlite_utils.Database, bulletin_id: int) -> dict:
-    """Share of targeted nodes that played each occurrence of a bulletin."""
-    rows = [o for o in outcomes(db, 0, 2**62) if o.bulletin_id == bulletin_id]
-    by_occ: dict[str, list[PlayOutcome]] = {}
-    for r in rows:
-        by_occ.setdefault(r.occurrence_id, []).append(r)
-    occ = [{"occurrence_id": k, "targeted": len(v), "played": sum(1 for r in v if r.outcome is Outcome.PLAYED),
-            "coverage_pct": round(100.0 * sum(1 for r in v if r.outcome is Outcome.PLAYED) / len(v), 1)}
-           for k, v in by_occ.items()]
-    total = len(rows)
-    played = sum(1 for r in rows if r.outcome is Outcome.PLAYED)
+    """Share of targeted nodes that played each occurrence of a bulletin (only that
+    bulletin's plays are classified, however large the history)."""
+    classify_period(db, 0, 2**62, bulletin_id)
+    occ = [{"occurrence_id": r[0], "targeted": r[1], "played": r[2], "coverage_pct": round(100.0 * r[2] / r[1], 1)}
+           for r in db.execute("SELECT occurrence_id, COUNT(*), SUM(outcome = 'played') FROM temp.period_outcomes "
+                               "GROUP BY occurrence_id ORDER BY MIN(start_at), occurrence_id")]
+    total = sum(o["targeted"] for o in occ)
+    played = sum(o["played"] for o in occ)
     return {"bulletin_id": bulletin_id, "occurrences": occ, "targeted_plays": total, "played": played,
             "coverage_pct": round(100.0 * played / total, 1) if total else 0.0}
 
@@ -186,7 +184,8 @@ WITH occ AS (
     SELECT o.id, o.start_at, o.end_at, o.priority, o.bulletin_id, s.repeat, m.duration_ms AS media_ms
     FROM occurrences o JOIN schedules s ON s.id = o.schedule_id
     LEFT JOIN bulletins b ON b.id = o.bulletin_id LEFT JOIN media m ON m.sha256 = b.audio_sha256
-    WHERE o.cancelled = 0 AND o.start_at >= :start AND o.start_at < :end),
+    WHERE o.cancelled = 0 AND o.start_at >= :start AND o.start_at < :end
+      AND (:bulletin IS NULL OR o.bulletin_id = :bulletin)),
 ev AS (
     SELECT e.occurrence_id AS occ, e.device_id AS dev,
            MAX(e.type = 'play_finished') AS fin,
@@ -212,7 +211,7 @@ LEFT JOIN ev ON ev.occ = occ.id AND ev.dev = od.device_id
 """
 
 
-def classify_period(db: sqlite_utils.Database, start_ms: int, end_ms: int) -> None:
+def classify_period(db: sqlite_utils.Database, start_ms: int, end_ms: int, bulletin_id: int | None = None) -> None:
     """Fill the connection's temporary table ``period_outcomes`` (device, occurrence,
     start, priority, bulletin, outcome, played_ms, reason) with exactly what
     ``outcomes()`` would say for [start, end), in one SQL pass."""
@@ -220,7 +219,7 @@ def classify_period(db: sqlite_utils.Database, start_ms: int, end_ms: int) -> No
                "priority INTEGER, bulletin_id INTEGER, outcome TEXT, played_ms INTEGER, reason TEXT)")
     db.execute("DELETE FROM temp.period_outcomes")
     db.execute("INSERT INTO temp.period_outcomes " + _CLASSIFY,
-               {"start": start_ms, "end": end_ms, "stale": now_ms() - 6 * 3600 * 1000})
+               {"start": start_ms, "end": end_ms, "stale": now_ms() - 6 * 3600 * 1000, "bulletin": bulletin_id})
 
 
 def period_summary(db: sqlite_utils.Database, start_ms: int, end_ms: int, utc_offset_ms: int = 7 * 3_600_000) -> dict:

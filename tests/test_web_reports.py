@@ -74,6 +74,11 @@ def test_sql_classification_matches_the_reference(tmp_path):
     assert {o for o, _s, _r in ref.values()} == set(reports.Outcome)  # every kind was exercised
     summary = reports.period_summary(db, lo, hi)
     assert summary["devices"] == reports.device_summary(db, lo, hi)
+    cov = reports.coverage(db, 1)
+    played = sum(1 for o, _s, _r in ref.values() if o is reports.Outcome.PLAYED)
+    assert cov["targeted_plays"] == len(ref) and cov["played"] == played and len(cov["occurrences"]) == 12
+    assert reports.coverage(db, 99) == {"bulletin_id": 99, "occurrences": [], "targeted_plays": 0, "played": 0,
+                                        "coverage_pct": 0.0}
     assert sum(summary["counts"].values()) == len(ref) == 12 * len(devs)
 
 
