@@ -152,7 +152,8 @@ def bench_pages(base: str, rounds: int) -> None:
     s.login()
     month = time.strftime("%Y-%m")
     print(f"{'page':<28}{'cold ms':>9}{'p50 ms':>9}{'p95 ms':>9}{'rtt p95':>9}{'bytes':>10}")
-    for path in ("/", "/api/v1/dashboard", "/reports", f"/reports/month?month={month}", "/devices", "/audit"):
+    for path in ("/", "/api/v1/dashboard", "/reports", f"/reports/month?month={month}", "/devices", "/audit",
+                 "/schedules", "/bulletins", "/bulletins/1", "/devices/loa-0001"):
         status, cold, _rtt, body = s.get(path)
         assert status == 200, path
         server, rtts = [], []
