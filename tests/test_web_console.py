@@ -434,3 +434,22 @@ def test_a_running_schedule_is_stopped_with_a_reason(web):
     entry = areas.audit_log(db, "schedule", sid)[-1]
     assert entry["action"] == "schedule.stop" and entry["detail"]["reason"] == "Đổi giờ phát"
     assert c.post(f"/schedules/{sid}/stop", data={"csrf": csrf, "reason": "x"}).status_code == 422  # already stopped
+
+
+def test_a_submission_whose_speech_fails_keeps_the_draft_and_says_why(web):
+    from broadcast.tts import TtsError
+
+    class Mute:
+        def speak(self, text):
+            raise TtsError("espeak-ng is not installed")
+
+    web["app"].state.console.tts = Mute()
+    c = client(web)
+    csrf = logged_in(c, "vanthu")
+    r = c.post("/bulletins/new", data={"csrf": csrf, "title": "Mất điện", "level": "normal", "text": "Cắt điện.",
+                                       "action": "submit"})
+    assert r.status_code == 503 and "Chưa gửi duyệt được" in r.text and "espeak-ng is not installed" in r.text
+    row = web["db"].execute("SELECT state FROM bulletins WHERE title = 'Mất điện'").fetchone()
+    assert row == ("draft",)  # kept, to submit again later
+    long = c.post("/bulletins/new", data={"csrf": csrf, "title": "Dài", "level": "normal", "text": "x" * 20_500})
+    assert long.status_code == 422 and "tối đa 20000 ký tự" in long.text  # refused, never cut silently

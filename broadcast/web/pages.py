@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 
 from devices import protocol as p
-from devices.errors import ValidationError
+from devices.errors import ThanthienError, ValidationError
 
 from .. import areas, auth, bulletins, dashboard, kiosk_feed, reports, schedules
 from ..areas import Role
@@ -209,25 +209,30 @@ def bulletins_page(request: Request):
 async def bulletin_new(request: Request):
     console = console_of(request)
     sess, form = await _form(request, WRITERS)
-    values = {k: _text(form, k) for k in ("title", "level", "text")}
+    values = {k: _text(form, k, bulletins.MAX_TEXT + 1) for k in ("title", "level", "text")}
     values["chime"] = bool(form.get("chime"))
     upload = form.get("audio")
     action = _text(form, "action", 20)
 
-    def work():
+    def create():
         sha = None
         if upload is not None and hasattr(upload, "read") and upload.filename:
             sha = console.library().import_stream(upload.file, filename=upload.filename, source="upload").sha256
-        bid = bulletins.create(console.db, sess.actor, values["title"], values["level"] or "normal",
-                               text=values["text"] or None, media_sha256=sha, chime=values["chime"])
-        if action == "submit":
-            bulletins.submit(console.db, console.library(), console.tts, sess.actor, bid)
-        return bid
+        return bulletins.create(console.db, sess.actor, values["title"], values["level"] or "normal",
+                                text=values["text"] or None, media_sha256=sha, chime=values["chime"])
 
     try:
-        bid = await run_in_threadpool(work)
+        bid = await run_in_threadpool(create)
     except ValidationError as exc:
         return _bulletins_page(request, errors_by_field(exc, BULLETIN_LABELS), values, 422)
+    if action == "submit":  # the draft is kept whatever happens to the submission
+        try:
+            await run_in_threadpool(lambda: bulletins.submit(console.db, console.library(), console.tts, sess.actor,
+                                                             bid))
+        except ValidationError as exc:
+            return _bulletin_detail(request, bid, errors_by_field(exc, BULLETIN_LABELS), 422)
+        except ThanthienError as exc:  # neither gTTS nor espeak-ng could speak
+            return _bulletin_detail(request, bid, {"_form": [f"Chưa gửi duyệt được: {exc}"]}, 503)
     return redirect(f"/bulletins/{bid}")
 
 
@@ -317,7 +322,9 @@ async def bulletin_step(request: Request, step: str, bulletin_id: int = Path(ge=
 
     try:
         await run_in_threadpool(work)
-    except ValidationError as exc:
+    except ThanthienError as exc:
+        if not isinstance(exc, ValidationError):
+            return _bulletin_detail(request, bulletin_id, {"_form": [f"Chưa làm được: {exc}"]}, 503)
         errs = errors_by_field(exc, BULLETIN_LABELS)
         return _bulletin_detail(request, bulletin_id, {f"{step}_{k}" if k == "reason" else k: v
                                                        for k, v in errs.items()}, 422)
@@ -452,7 +459,7 @@ def emergency_page(request: Request):
 async def emergency_send(request: Request):
     console = console_of(request)
     sess, form = await _form(request, _emergency_roles(console))
-    values = {k: _text(form, k) for k in ("title", "text", "reason", "confirm")}
+    values = {k: _text(form, k, bulletins.MAX_TEXT + 1) for k in ("title", "text", "reason", "confirm")}
     values["groups"] = [g for g in form.getlist("groups") if isinstance(g, str) and g][:500]
     values["all"] = bool(form.get("all"))
     upload = form.get("audio")
@@ -484,6 +491,8 @@ async def emergency_send(request: Request):
         oid = await run_in_threadpool(work)
     except ValidationError as exc:
         return _emergency_page(request, errors_by_field(exc, {**BULLETIN_LABELS, "nơi phát": "targets"}), values, 422)
+    except ThanthienError as exc:  # speech could not be made, or the broker did not take it
+        return _emergency_page(request, {"_form": [f"Chưa phát được: {exc}"]}, values, 503)
     return redirect(f"/emergency/{oid}")
 
 
