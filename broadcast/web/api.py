@@ -12,7 +12,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from devices.errors import ValidationError
+from devices.errors import ThanthienError, ValidationError
 
 from .. import areas, bulletins, dashboard, kiosk_feed, reports, schedules
 from ..db import now_ms
@@ -50,6 +50,8 @@ def _guarded(fn):
                              "Chưa đăng nhập, mã truy cập hoặc mã CSRF không hợp lệ", "unauthorized")
         except ValidationError as exc:
             return validation_response(exc)
+        except ThanthienError as exc:  # speech could not be made, storage trouble: say so, never 500
+            return api_error(503, "service", str(exc)[:300], f"Chưa làm được: {str(exc)[:300]}", "unavailable")
     return run
 
 
