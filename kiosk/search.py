@@ -9,6 +9,7 @@ Matches in the name rank far above matches in the body.
 
 from __future__ import annotations
 
+import heapq
 import re
 import unicodedata
 from collections import defaultdict
@@ -65,11 +66,13 @@ class SearchIndex:
         # rows: (code, name, field, name_key, body_key)
         self.meta: dict[str, tuple[str, str]] = {}
         self.name_keys: dict[str, str] = {}
+        self.name_lengths: dict[str, int] = {}
         self.name_words: dict[str, set[str]] = defaultdict(set)
         self.body_words: dict[str, set[str]] = defaultdict(set)
         for code, name, field, name_key, body_key in rows:
             self.meta[code] = (name, field)
             self.name_keys[code] = name_key
+            self.name_lengths[code] = max(1, len(name_key.split()))
             for w in name_key.split():
                 self.name_words[w].add(code)
             for w in set(body_key.split()):
@@ -137,13 +140,15 @@ class SearchIndex:
                 matched[code] += 1
         if field is not None:
             totals = {c: s for c, s in totals.items() if self.meta[c][1] == field}
-        # Procedures matching every word first, then by score; name keeps ties stable.
+        # Procedures matching every word first, then by score. Bonuses (the query as a
+        # phrase in the name; fewer other words in the name) only reorder near the top,
+        # so only a pool of the best candidates is refined.
+        pool = heapq.nlargest(max(200, limit * 4), totals, key=lambda c: (matched[c], totals[c]))
         phrase = " ".join(words)
-        for code in totals:
+        final = {}
+        for code in pool:
             name_key = self.name_keys[code]
-            if phrase in name_key:
-                totals[code] += 5
-            # Of two names that match equally, the one with fewer other words is the closer.
-            totals[code] += 4 * min(1.0, len(words) / max(1, len(name_key.split())))
-        ranked = sorted(totals, key=lambda c: (-matched[c], -totals[c], self.meta[c][0]))
-        return [Hit(c, self.meta[c][0], self.meta[c][1], totals[c]) for c in ranked[:limit]]
+            bonus = 5 if phrase in name_key else 0
+            final[code] = totals[code] + bonus + 4 * min(1.0, len(words) / self.name_lengths[code])
+        ranked = sorted(pool, key=lambda c: (-matched[c], -final[c], self.meta[c][0]))
+        return [Hit(c, self.meta[c][0], self.meta[c][1], final[c]) for c in ranked[:limit]]

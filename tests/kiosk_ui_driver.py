@@ -75,7 +75,6 @@ def tap(app, tid):
         if isinstance(parent, ScrollView):
             parent.scroll_to(w, padding=10, animate=False)
             parent.update_from_scroll()
-            parent.do_layout()
             break
     x, y = w.to_window(*w.center)
     touch = UnitTestTouch(x, y)
@@ -181,13 +180,18 @@ def scenario(app, cfg, factory, results, out):
           scr.qr.source)
     shot(app, out, "procedure", results)
     tap(app, "procedure.read")
-    for _ in range(100):
-        yield 0.2
-        if not app.reader.speaking:
-            break
     wav = Path(cfg.audio.sink[4:])
-    check(results, "read_aloud", wav.exists() and wav.stat().st_size > 20_000 and app.reader.last_error is None,
-          f"{wav} {wav.stat().st_size if wav.exists() else 0} {app.reader.last_error} {app.reader.last_engine}")
+    for _ in range(150):  # synthesis (espeak-ng here), then real-time playback into the wav sink
+        yield 0.2
+        if wav.exists() and wav.stat().st_size > 200_000:
+            break
+    speaking = app.reader.speaking and find(app.root, "procedure.read").text == "Dừng đọc"
+    tap(app, "procedure.read")  # stop
+    yield 0.5
+    check(results, "read_aloud", speaking and wav.exists() and wav.stat().st_size > 200_000
+          and app.reader.last_error is None and not app.reader.speaking
+          and find(app.root, "procedure.read").text == "Đọc to",
+          f"{speaking} {wav.stat().st_size if wav.exists() else 0} {app.reader.last_error} {app.reader.last_engine}")
     tap(app, "procedure.larger")
     tap(app, "procedure.larger")
     yield 0.4

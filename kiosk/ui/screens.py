@@ -68,7 +68,7 @@ class KioskScreen(Screen):
             if emblem and Path(emblem).exists():
                 h.add_widget(Image(source=str(emblem), size_hint_x=None, width=app.u * 44))
         h.add_widget(tag(KLabel(text=self.title, base=20, strong=True, role="header"), f"{self.name}.title"))
-        self.clock_label = KLabel(text="", base=15, size_hint_x=None, width=app.u * 150, align="right",
+        self.clock_label = KLabel(text="", base=15, size_hint_x=None, width=app.u * 190, align="right",
                                   role="header")
         h.add_widget(self.clock_label)
         return h
