@@ -453,3 +453,16 @@ def test_a_submission_whose_speech_fails_keeps_the_draft_and_says_why(web):
     assert row == ("draft",)  # kept, to submit again later
     long = c.post("/bulletins/new", data={"csrf": csrf, "title": "Dài", "level": "normal", "text": "x" * 20_500})
     assert long.status_code == 422 and "tối đa 20000 ký tự" in long.text  # refused, never cut silently
+
+
+def test_a_group_is_edited_from_its_stored_values(web):
+    c = client(web)
+    csrf = logged_in(c, "kythuat")
+    page = c.get("/devices?group=to-1")
+    assert 'value="Tổ dân phố 1"' in page.text and 'value="22:00"' in page.text and "<details id=\"group-form\" open" in page.text
+    r = c.post("/groups", data={"csrf": csrf, "code": "to-1", "name": "Tổ dân phố 1 (Hoài Thanh)", "lat": "14.42",
+                                "lon": "109.01", "quiet_start": "21:30", "quiet_end": "05:30"}, follow_redirects=False)
+    assert r.status_code == 303
+    row = web["db"].execute("SELECT name, lat, quiet_start FROM groups WHERE code = 'to-1'").fetchone()
+    assert row == ("Tổ dân phố 1 (Hoài Thanh)", 14.42, "21:30")
+    assert areas.group_members(web["db"], "to-1") == ["loa-a1", "loa-a2"]  # members kept

@@ -521,9 +521,18 @@ def _devices_page(request: Request, errors=None, values=None, status: int = 200)
 
 
 @router.get("/devices")
-def devices_page(request: Request):
+def devices_page(request: Request, group: str | None = None):
+    console = console_of(request)
     page_session(request)
-    return _devices_page(request)
+    values = None
+    if group:  # edit a group: the form starts from what is stored
+        row = console.db.execute("SELECT code, name, lat, lon, quiet_start, quiet_end FROM groups WHERE code = ?",
+                                 [group[:64]]).fetchone()
+        if row:
+            values = {k: ("" if v is None else str(v)) for k, v in
+                      zip(("code", "name", "lat", "lon", "quiet_start", "quiet_end"), row)}
+            values["editing"] = True
+    return _devices_page(request, values=values)
 
 
 @router.post("/groups")
