@@ -40,3 +40,28 @@ def test_citizen_and_admin_paths(tmp_path, xvfb, size):
     for name in results["screens"]:
         shutil.copy(out / name, SHOTS / name)
     assert proc.returncode == 0
+
+
+def test_kiosk_command_starts_saves_screens_and_stops_on_sigterm(tmp_path, xvfb):
+    import signal
+    import time
+
+    cfg = write_kiosk_config(tmp_path / "kiosk")
+    shots = tmp_path / "shots"
+    proc = subprocess.Popen([sys.executable, "-m", "thanthien", "kiosk", "run", "--config", str(cfg), "--size",
+                             "1024x600", "--screenshot-dir", str(shots)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (shots / "kiosk-home-1024x600.png").exists():
+            assert proc.poll() is None, proc.stdout.read()[-2000:]
+            time.sleep(0.2)
+        assert (shots / "kiosk-home-1024x600.png").stat().st_size > 10_000
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    bad = subprocess.run([sys.executable, "-m", "thanthien", "kiosk", "run", "--config", str(cfg), "--size", "80x4"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--size" in bad.stderr

@@ -64,8 +64,24 @@ def run_app(config, *, db_path=None, size=None, screenshot_dir=None, pin_factory
         Config.set("graphics", "show_cursor", "0")
     app = build_app(config, db_path=db_path, screenshot_dir=screenshot_dir, pin_factory=pin_factory)
     app.driver = driver
+    _stop_on_signals(app)
     app.run()
     return 0
+
+
+def _stop_on_signals(app) -> None:
+    """SIGTERM (systemd stop) and SIGINT end the Kivy loop cleanly: buttons released,
+    speech stopped, the database closed."""
+    import signal
+
+    from kivy.clock import Clock
+
+    def handler(signum, _frame):
+        log.info("signal %d: stopping the kiosk", signum)
+        Clock.schedule_once(lambda dt: app.stop(), 0)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def build_app(config, *, db_path=None, screenshot_dir=None, pin_factory=None):
@@ -132,9 +148,10 @@ def build_app(config, *, db_path=None, screenshot_dir=None, pin_factory=None):
             self.u = round(min(Window.width / 800.0, Window.height / 480.0), 3)
 
         def toggle_contrast(self):
-            self.contrast = not self.contrast
-            for k, v in THEMES[self.contrast].items():
+            # Colours first: labels re-evaluate role_colour() when `contrast` changes.
+            for k, v in THEMES[not self.contrast].items():
                 setattr(self, k, v)
+            self.contrast = not self.contrast
             Window.clearcolor = self.c_bg
             self._restyle()
 
@@ -277,18 +294,19 @@ def build_app(config, *, db_path=None, screenshot_dir=None, pin_factory=None):
             scr = self.screen(name)
             scr.tick()
             if self.screenshot_dir:
-                Clock.schedule_once(lambda dt: self.save_screenshot(name), 0.5)
+                # after layout and a couple of frames have settled
+                Clock.schedule_once(lambda dt: self.save_screenshot(name), 1.5)
 
         def save_screenshot(self, name: str) -> Path | None:
+            """PNG of what the screen shows now (the widget tree rendered off-screen, so it
+            works under Xvfb too), written atomically."""
             if not self.screenshot_dir:
                 return None
             self.screenshot_dir.mkdir(parents=True, exist_ok=True)
             path = self.screenshot_dir / f"kiosk-{name}-{Window.width}x{Window.height}.png"
-            Window.screenshot(name=str(path))
-            produced = sorted(self.screenshot_dir.glob(f"kiosk-{name}-{Window.width}x{Window.height}*.png"),
-                              key=lambda p: p.stat().st_mtime)
-            if produced and produced[-1] != path:
-                produced[-1].replace(path)
+            tmp = path.with_name(path.stem + ".tmp.png")
+            self.root.export_to_png(str(tmp))
+            tmp.replace(path)
             return path
 
         # -- idle, keyboard, toast ------------------------------------------------------------
