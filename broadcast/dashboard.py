@@ -65,6 +65,15 @@ def nodes(db: sqlite_utils.Database, offline_minutes: int) -> list[dict]:
     return out
 
 
+def needs_attention(row: dict) -> bool:
+    return not row["online"] or bool(row["alerts"]) or not row["up_to_date"]
+
+
+def filtered(rows: list[dict], group: str | None = None, problems: bool = False) -> list[dict]:
+    """The rows of one group and/or only those that need a technician's attention."""
+    return [r for r in rows if (not group or group in r["groups"]) and (not problems or needs_attention(r))]
+
+
 def summary(rows: list[dict]) -> dict:
     return {"devices": len(rows), "online": sum(r["online"] for r in rows),
             "offline": sum(not r["online"] for r in rows), "playing": sum(bool(r["now_playing"]) for r in rows),

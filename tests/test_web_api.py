@@ -103,3 +103,15 @@ def test_cli_users_passwords_tokens_and_catalogue(web, tmp_path):
     (tmp_path / "bad.json").write_text("{", "utf-8")
     bad = station_cli(web, "catalogue-import", str(tmp_path / "bad.json"))
     assert bad.returncode == 2 and "không phải JSON" in bad.stderr
+
+
+def test_dashboard_filters_by_group_and_problems(web):
+    c = web["client"]
+    logged_in(c, "xem")
+    all_rows = c.get("/api/v1/dashboard").json()
+    assert len(all_rows["nodes"]) == 3
+    to1 = c.get("/api/v1/dashboard?group=to-1").json()
+    assert {n["id"] for n in to1["nodes"]} == {"loa-a1", "loa-a2"} and to1["summary"]["devices"] == 3
+    assert len(c.get("/api/v1/dashboard?problems=true").json()["nodes"]) == 3  # never connected
+    page = c.get("/?group=to-2")
+    assert "loa-b1" in page.text and "loa-a1" not in page.text and 'data-poll="/api/v1/dashboard?group=to-2"' in page.text

@@ -63,11 +63,12 @@ def health(request: Request):
 
 @router.get("/dashboard", summary="Every node's state, counts and alerts", responses=COMMON)
 @_guarded
-def get_dashboard(request: Request):
+def get_dashboard(request: Request, group: str | None = Query(None, max_length=64), problems: bool = False):
     console: Console = request.app.state.console
     _caller(request)
     rows = dashboard.nodes(console.db, console.cfg.offline_alert_minutes)
-    body = {"summary": dashboard.summary(rows), "nodes": rows, "mqtt_connected": console.online, "time_ms": now_ms()}
+    body = {"summary": dashboard.summary(rows), "nodes": dashboard.filtered(rows, group, problems),
+            "mqtt_connected": console.online, "time_ms": now_ms()}
     # plain json.dumps: thousands of rows of str/int/bool need no jsonable_encoder pass
     return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")), media_type="application/json")
 

@@ -170,12 +170,15 @@ async def logout(request: Request):
 # --- dashboard ---------------------------------------------------------------------------
 
 @router.get("/")
-def home(request: Request):
+def home(request: Request, group: str | None = None, problems: bool = False):
     console = console_of(request)
     page_session(request)
     rows = dashboard.nodes(console.db, console.cfg.offline_alert_minutes)
-    return console.render(request, "dashboard.html", {"nodes": rows, "summary": dashboard.summary(rows),
-                                                      "title": "Tổng quan"})
+    group = group[:64] if group else None
+    shown = dashboard.filtered(rows, group, problems)
+    return console.render(request, "dashboard.html", {"nodes": shown, "summary": dashboard.summary(rows),
+                                                      "title": "Tổng quan", "groups": areas.all_groups(console.db),
+                                                      "group": group, "problems": problems})
 
 
 # --- bulletins ---------------------------------------------------------------------------

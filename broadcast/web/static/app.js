@@ -43,7 +43,11 @@
       tr.appendChild(cell("Cảnh báo", al));
       rows.appendChild(tr);
     }
-    if (data.nodes.length) { tbody.replaceChildren(rows); }
+    if (!data.nodes.length) {
+      const tr = el("tr"), td = el("td", data.summary.devices ? "Không có loa nào khớp bộ lọc." : "Chưa có loa nào.");
+      td.colSpan = 8; tr.appendChild(td); rows.appendChild(tr);
+    }
+    tbody.replaceChildren(rows);
     const u = document.getElementById("updated"); if (u) u.textContent = "cập nhật lúc " + when(data.time_ms);
   }
   function poll(url, every, render) {
