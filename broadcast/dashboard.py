@@ -58,7 +58,7 @@ def nodes(db: sqlite_utils.Database, offline_minutes: int) -> list[dict]:
                                                         " (chưa từng kết nối)"))
         out.append({
             "id": dev, "name": name, "location": location, "groups": groups.get(dev, []), "online": is_online,
-            "last_seen": last_seen, "since": since, "version": version, "now_playing": str(playing)[:200] if playing else None,
+            "last_seen": last_seen, "since": since, "version": version, "now_playing": str(playing)[:200] if playing and is_online else None,  # an offline node's last word is stale
             "volume": tel_volume if tel_volume is not None else cfg_volume,
             "disk_free_bytes": disk, "documents": docs,
             "up_to_date": all(d["held"] >= d["current"] for d in docs), "alerts": dev_alerts})
