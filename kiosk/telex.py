@@ -64,7 +64,7 @@ def apply_key(word: str, key: str) -> str:
     if k in TONES and any(b in _VOWELS for b in low):
         new_tone = TONES[k]
         if new_tone == tone and k != "z":
-            return word + key                # typing the tone key twice writes the letter
+            return "".join(bases) + key      # the tone key twice: no tone, and the letter itself
         tone = new_tone
     elif k == "d" and low and low[0] == "d":
         bases[0] = "Đ" if bases[0] == "D" else "đ"

@@ -88,7 +88,14 @@ def type_keys(app, text):
         before = target.text if target is not None else None
         tap(app, "key.space" if ch == " " else f"key.{ch.upper()}")
         if target is not None and target.text == before:
-            raise AssertionError(f"key {ch!r} did not type into {getattr(target, 'tid', target)} ({target.text!r})")
+            key = find(app.root, "key.space" if ch == " " else f"key.{ch.upper()}")
+            x, y = key.to_window(*key.center)
+            hits = [f"{type(w).__name__}:{getattr(w, 'tid', '')}:{tuple(map(int, w.to_window(*w.pos)))}"
+                    f"+{tuple(map(int, w.size))}" for w in app.root.walk()
+                    if w.collide_point(*w.to_widget(x, y)) and getattr(w, "tid", None)]
+            raise AssertionError(f"key {ch!r} did not type into {getattr(target, 'tid', target)} ({target.text!r}); "
+                                 f"tap at {x:.0f},{y:.0f} {key.state} kb={app.keyboard.pos},{app.keyboard.size} "
+                                 f"hits={hits}")
 
 
 def overflowing(app) -> list[str]:
@@ -220,6 +227,8 @@ def scenario(app, cfg, factory, results, out):
     yield 0.4
     tap(app, "followup.officer.can-bo-01")
     yield 0.2
+    tap(app, "followup.field.Chứng thực")
+    yield 0.2
     tap(app, "followup.factor.officers.2")
     yield 0.2
     tap(app, "followup.reason.cho_lau")
@@ -234,9 +243,9 @@ def scenario(app, cfg, factory, results, out):
     comment = find(app.root, "followup.comment").text
     tap(app, "followup.send")
     yield 0.4
-    row = db.execute("SELECT officer_id, factors, reasons, comment, open_until FROM ratings WHERE uuid=?",
+    row = db.execute("SELECT officer_id, factors, reasons, comment, open_until, field FROM ratings WHERE uuid=?",
                      [row[0]]).fetchone()
-    check(results, "followup_saved", row == ("can-bo-01", '{"officers": 2}', '["cho_lau"]', comment, 0)
+    check(results, "followup_saved", row == ("can-bo-01", '{"officers": 2}', '["cho_lau"]', comment, 0, "Chứng thực")
           and comment.startswith("chờ"), (row, comment))
     check(results, "back_home_after_followup", app.sm.current == "home")
 

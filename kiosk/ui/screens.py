@@ -488,6 +488,7 @@ class FollowUpScreen(KioskScreen):
         self.rating_uid = None
         self.level = 5
         self.officer = None
+        self.field = None
         self.factors: dict[str, int] = {}
         self.reasons: set[str] = set()
         view, self.box = scroller("followup.scroll")
@@ -501,7 +502,7 @@ class FollowUpScreen(KioskScreen):
 
     def start(self, uid: str, level: int):
         self.rating_uid, self.level = uid, level
-        self.officer, self.factors, self.reasons = None, {}, set()
+        self.officer, self.field, self.factors, self.reasons = None, None, {}, set()
         self.render()
 
     def render(self):
@@ -523,6 +524,17 @@ class FollowUpScreen(KioskScreen):
                 b.bind(on_release=lambda _b, oid=o.id: self._set("officer", oid))
                 card.add_widget(b)
                 grid.add_widget(card)
+            box.add_widget(grid)
+        fields = [name for name, _count in app.kiosk.fields()]
+        if fields:
+            section(box, "Lĩnh vực Ông/Bà đến giải quyết")
+            grid = GridLayout(cols=3, spacing=u * 6, size_hint_y=None)
+            grid.bind(minimum_height=grid.setter("height"))
+            for name in fields:
+                b = tag(KButton(text=name, base=14.5, size_hint_y=None, height=u * 44,
+                                tone="chosen" if name == self.field else "secondary"), f"followup.field.{name}")
+                b.bind(on_release=lambda _b, n=name: self._set("field", n))
+                grid.add_widget(b)
             box.add_widget(grid)
         section(box, "Đánh giá theo từng nội dung (1 = rất không hài lòng, 5 = rất hài lòng)")
         for code, label in FACTORS.items():
@@ -567,7 +579,8 @@ class FollowUpScreen(KioskScreen):
     def submit(self):
         app = self.app
         try:
-            app.kiosk.finish_rating(self.rating_uid, officer_id=self.officer, factors=dict(self.factors),
+            app.kiosk.finish_rating(self.rating_uid, officer_id=self.officer, field_name=self.field,
+                                    factors=dict(self.factors),
                                     reasons=sorted(self.reasons), comment=self.comment.text or None)
         except InputError as exc:
             self.error.text = exc.message_vi
