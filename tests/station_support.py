@@ -42,6 +42,7 @@ def write_station_config(path: Path, data_dir: Path, mqtt_port: int, http_port: 
         f"site = {toml_string(SITE)}\nward_name = \"UBND phường Thử Nghiệm\"\ndata_dir = {toml_string(data_dir)}\n"
         f"{extra}\n[mqtt]\nport = {mqtt_port}\nreconnect_min_s = 0.05\nreconnect_max_s = 0.5\n"
         f"[http]\nhost = \"127.0.0.1\"\nport = {http_port}\npublic_url = \"http://127.0.0.1:{http_port}\"\n"
+        f"[web]\nhost = \"127.0.0.1\"\nport = {free_port()}\n"  # the console, on a port of its own per test
         "[tts]\ntimeout_s = 5\n")
     return path
 
