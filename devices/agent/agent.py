@@ -177,6 +177,9 @@ class Agent:
                     fn()
                     return
                 except Exception:  # a thread of the agent must never die silently
+                    if self._stop.is_set():  # close() shut the store or link under it: not a crash
+                        log.debug("%s ended during shutdown", threading.current_thread().name, exc_info=True)
+                        return
                     log.exception("%s crashed; restarting it", threading.current_thread().name)
                     time.sleep(1)
         return run
