@@ -12,7 +12,7 @@ SAMPLE_CSV = ROOT / "config" / "procedures.sample.csv"
 
 
 def write_kiosk_config(tmp: Path, *, station_url: str | None = None, token: str | None = None,
-                       pin_hash: str | None = None, buttons: bool = False, extra: str = "",
+                       pin_hash: str | None = None, buttons: bool = False, extra: str = "", usb_path: Path | None = None,
                        catalogue: Path | None = SAMPLE_JSON, idle_timeout_s: int = 60) -> Path:
     tmp.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -30,8 +30,10 @@ def write_kiosk_config(tmp: Path, *, station_url: str | None = None, token: str 
         "[[officers]]", 'id = "can-bo-02"', 'name = "Trần Văn Minh"', 'title = "Công chức Văn hóa - Xã hội"',
         "[tts]", 'engine = "espeak-ng"', "[audio]", f"sink = {toml_string('wav:' + str(tmp / 'speech.wav'))}",
     ]
-    if pin_hash:
-        lines += ["[admin]", f"pin_hash = {toml_string(pin_hash)}"]
+    if pin_hash or usb_path:
+        lines += ["[admin]"]
+        lines += [f"pin_hash = {toml_string(pin_hash)}"] if pin_hash else []
+        lines += [f"usb_path = {toml_string(str(usb_path))}"] if usb_path else []
     if station_url:
         token_file = tmp / "token"
         token_file.write_text(token or "")

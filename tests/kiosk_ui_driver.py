@@ -156,6 +156,11 @@ def scenario(app, cfg, factory, results, out):
     home.next_page()
     yield 0.3
     shot(app, out, "home-hours", results)
+    home.next_page()
+    yield 0.3
+    panel_text = " ".join(w.text for w in home.panel.walk() if hasattr(w, "text"))
+    check(results, "announcements", "Lịch tiêm phòng" in panel_text, panel_text[:200])
+    shot(app, out, "home-announcements", results)
     home.reset()
 
     # search without diacritics, with a typo, by the on-screen keyboard
@@ -299,6 +304,18 @@ def scenario(app, cfg, factory, results, out):
     tap(app, "admin.tab.officer")
     yield 1.0
     shot(app, out, "admin-officer", results)
+    usb = Path(cfg.admin.usb_path) / "USB-DISK"
+    app.screen("admin").is_mount = lambda path: path == str(usb)  # a mounted stick, without mounting
+    tap(app, "admin.export")
+    yield 0.3
+    exported = sorted(p.name for p in usb.glob("*.csv"))
+    check(results, "usb_export", len(exported) == 2 and "Đã xuất" in find(app.root, "admin.message").text, exported)
+    (usb / "danh-muc.json").write_text('[{"ma_tthc": "USB.1", "ten_tthc": "Thủ tục mới từ USB"}]', "utf-8")
+    tap(app, "admin.import")
+    yield 0.3
+    check(results, "usb_import", app.kiosk.procedure("USB.1") is not None
+          and "thêm 1" in find(app.root, "admin.message").text, find(app.root, "admin.message").text)
+    shot(app, out, "admin-usb", results)
     tap(app, "admin.exit")
     yield 0.3
 

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from devices.config import load_config
+from kiosk.config import KioskConfig
+from kiosk.core import Kiosk
 from kiosk.pin import hash_pin
 from tests.kiosk_support import ROOT, write_kiosk_config
 
@@ -22,7 +25,12 @@ SHOTS = ROOT / "docs" / "screenshots"
 
 @pytest.mark.parametrize("size", ["800x480", "1920x1080"])
 def test_citizen_and_admin_paths(tmp_path, xvfb, size):
-    cfg = write_kiosk_config(tmp_path / "kiosk", pin_hash=hash_pin("2468"), buttons=True)
+    usb = tmp_path / "media"
+    (usb / "USB-DISK").mkdir(parents=True)
+    cfg = write_kiosk_config(tmp_path / "kiosk", pin_hash=hash_pin("2468"), buttons=True, usb_path=usb)
+    with Kiosk(load_config(cfg, KioskConfig)) as kiosk:  # as if pulled from the station
+        kiosk.db.execute("INSERT INTO announcements (id, title, text, level, created_ms) VALUES (1, ?, ?, 'normal', 0)",
+                         ["Lịch tiêm phòng", "Sáng thứ Bảy tiêm phòng cho trẻ em tại trạm y tế phường."])
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "kiosk_ui_driver.py"), str(cfg), size, str(out)],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -32,7 +40,7 @@ def test_citizen_and_admin_paths(tmp_path, xvfb, size):
     assert results["error"] is None, results["error"]
     failed = {k: v["detail"] for k, v in results["checks"].items() if not v["ok"]}
     assert not failed, failed
-    assert len(results["checks"]) >= 17
+    assert len(results["checks"]) >= 20
     overflow = {k: v for k, v in results["overflow"].items() if v}
     assert not overflow, overflow
     assert len(results["screens"]) >= 15

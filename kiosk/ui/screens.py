@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -814,13 +815,15 @@ class AdminScreen(KioskScreen):
                              else f"Chưa đồng bộ được: {report.get('error', '')[:80]}")
         self.render_sync()
 
+    #: Seam for tests: a USB stick is a mounted filesystem under [admin] usb_path.
+    is_mount = staticmethod(os.path.ismount)
+
     def _usb_dir(self) -> Path | None:
+        """The first USB stick mounted under usb_path (/media/LABEL, /media/USER/LABEL),
+        or usb_path itself when a stick is mounted right there (usbmount)."""
         root = Path(self.app.kiosk.config.admin.usb_path)
-        candidates = [root] + sorted(p for p in root.glob("*/*") if p.is_dir()) + sorted(p for p in root.glob("*") if p.is_dir())
-        for c in candidates:
-            if c.is_dir() and any(c.iterdir()) or c.is_dir() and c != root:
-                return c
-        return root if root.is_dir() else None
+        candidates = [root, *sorted(root.glob("*")), *sorted(root.glob("*/*"))]
+        return next((c for c in candidates if c.is_dir() and self.is_mount(str(c))), None)
 
     def export_usb(self):
         from kiosk.ratings import export_csv
