@@ -18,7 +18,6 @@ import json
 import re
 import secrets
 import uuid as uuidlib
-from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -27,6 +26,9 @@ import sqlite_utils
 from devices.errors import ValidationError
 from devices.protocol import ID_PATTERN
 
+from kiosk.ratings import DEFAULT_TARGET_PCT, Share
+from kiosk.ratings import FACTORS as FACTOR_LABELS
+
 from .areas import Actor, audit
 from .db import now_ms, transaction
 
@@ -34,10 +36,8 @@ MAX_ITEMS = 500
 MAX_BODY_BYTES = 1024 * 1024
 MAX_CATALOGUE_BYTES = 20 * 1024 * 1024
 ANNOUNCEMENT_DAYS = 14
-TARGET_PCT = 85.0
-FACTORS = ("access", "procedures", "officers", "results", "feedback")
-FACTOR_VI = {"access": "Tiếp cận dịch vụ", "procedures": "Thủ tục hành chính", "officers": "Công chức",
-             "results": "Kết quả giải quyết", "feedback": "Tiếp nhận, xử lý góp ý"}
+TARGET_PCT = DEFAULT_TARGET_PCT
+FACTORS = tuple(FACTOR_LABELS)  # SIPAS factors, defined once with the kiosk that asks them
 COUNTER_RE = re.compile(r"[a-z0-9-]{1,64}")
 PHONE_RE = re.compile(r"[0-9 +().-]{6,20}")
 # a kiosk without a real-time clock may answer before NTP set its clock (1970) or with a
@@ -308,26 +308,7 @@ def announcements(db: sqlite_utils.Database, days: int = ANNOUNCEMENT_DAYS) -> l
         [since])]
 
 
-# --- satisfaction ------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Share:
-    key: str
-    label: str
-    answers: int
-    satisfied: int
-
-    @property
-    def pct(self) -> float:
-        return round(100.0 * self.satisfied / self.answers, 1) if self.answers else 0.0
-
-    @property
-    def meets_target(self) -> bool:
-        return self.answers > 0 and self.pct >= TARGET_PCT
-
-    def as_dict(self) -> dict:
-        return {"key": self.key, "label": self.label, "answers": self.answers, "satisfied": self.satisfied,
-                "pct": self.pct, "meets_target": self.meets_target}
+# --- satisfaction (counted with the kiosk's Share: one definition of the SIPAS index) ------
 
 
 def satisfaction(db: sqlite_utils.Database, start_ms: int, end_ms: int, tz: str) -> dict:
@@ -337,7 +318,7 @@ def satisfaction(db: sqlite_utils.Database, start_ms: int, end_ms: int, tz: str)
     factors = []
     for f in FACTORS:
         n, s = db.execute(f"SELECT COUNT(f_{f}), SUM(f_{f} >= 4) FROM kiosk_ratings WHERE {where}", args).fetchone()
-        factors.append(Share(f, FACTOR_VI[f], n or 0, s or 0))
+        factors.append(Share(f, FACTOR_LABELS[f], n or 0, s or 0))
 
     def by(column: str, empty: str) -> list[Share]:
         return [Share(k or "", k or empty, n, s or 0) for k, n, s in db.execute(

@@ -135,14 +135,12 @@ def cmd_stats(args) -> int:
             return _fail(str(exc))
         target = kiosk.config.satisfaction_target_pct
     if args.json:
-        json.dump([{"key": s.key, "label": s.label, "answers": s.answers, "satisfied": s.satisfied,
-                    "percent": s.percent, "meets_target": s.meets(target)} for s in shares],
-                  sys.stdout, ensure_ascii=False, indent=1)
+        json.dump([s.as_dict() for s in shares], sys.stdout, ensure_ascii=False, indent=1)
         print()
     else:
         for s in shares:
-            mark = "đạt" if s.meets(target) else "chưa đạt"
-            print(f"{s.label:<40} {s.percent:>5.1f} %  ({s.satisfied}/{s.answers})  {mark} {target} %")
+            mark = "đạt" if s.meets_target else "chưa đạt"
+            print(f"{s.label:<40} {s.pct:>5.1f} %  ({s.satisfied}/{s.answers})  {mark} {target} %")
     return 0
 
 

@@ -97,7 +97,8 @@ class Kiosk:
     def satisfaction(self, by: str, month: str | None = None) -> list[ratings.Share]:
         labels = {o.id: o.name for o in self.config.officers}
         with self.lock:
-            return ratings.satisfaction(self.db, by, month=month, labels=labels)
+            return ratings.satisfaction(self.db, by, month=month, labels=labels,
+                                        target_pct=self.config.satisfaction_target_pct)
 
     # -- announcements from the station ---------------------------------------------------
     def announcements(self, limit: int = 5) -> list[dict]:

@@ -47,14 +47,14 @@ def share_chart(shares: list[Share], title: str, target_pct: int, folder: Path, 
     fig, ax = plt.subplots(figsize=size, dpi=int(100 * scale), facecolor=bg)
     ax.set_facecolor(bg)
     labels = [_wrap(s.label) for s in shares] or ["(chưa có đánh giá)"]
-    values = [s.percent for s in shares] or [0]
-    colours = ["#2e7d32" if s.meets(target_pct) else "#c62828" for s in shares] or ["#9e9e9e"]
+    values = [s.pct for s in shares] or [0]
+    colours = ["#2e7d32" if s.meets_target else "#c62828" for s in shares] or ["#9e9e9e"]
     bars = ax.barh(labels, values, color=colours)
     ax.axvline(target_pct, color="#1565c0", linestyle="--", linewidth=2, label=f"Mục tiêu {target_pct} %")
     for bar, s in zip(bars, shares):
         inside = bar.get_width() > 60
         ax.text(bar.get_width() - 1 if inside else bar.get_width() + 1, bar.get_y() + bar.get_height() / 2,
-                f"{s.percent:.1f} % ({s.answers} phiếu)" if s.answers else "chưa có phiếu", va="center", ha="right" if inside else "left",
+                f"{s.pct:.1f} % ({s.answers} phiếu)" if s.answers else "chưa có phiếu", va="center", ha="right" if inside else "left",
                 color="white" if inside else fg, fontsize=11, fontweight="bold")
     ax.set_xlim(0, 100)
     ax.invert_yaxis()

@@ -235,20 +235,30 @@ def outbox_size(db: sqlite_utils.Database) -> int:
 
 # -- satisfaction ----------------------------------------------------------------------
 
+DEFAULT_TARGET_PCT = 85.0
+
+
 @dataclass(frozen=True)
 class Share:
-    """Share of 4–5 answers in a group, the SIPAS satisfaction index."""
+    """Share of 4–5 answers in a group, the SIPAS satisfaction index; the kiosk's admin
+    screen and the station's reports both count with it."""
     key: str
     label: str
     answers: int
     satisfied: int
+    target_pct: float = DEFAULT_TARGET_PCT
 
     @property
-    def percent(self) -> float:
+    def pct(self) -> float:
         return round(100.0 * self.satisfied / self.answers, 1) if self.answers else 0.0
 
-    def meets(self, target_pct: int) -> bool:
-        return self.answers > 0 and self.percent >= target_pct
+    @property
+    def meets_target(self) -> bool:
+        return self.answers > 0 and self.pct >= self.target_pct
+
+    def as_dict(self) -> dict:
+        return {"key": self.key, "label": self.label, "answers": self.answers, "satisfied": self.satisfied,
+                "pct": self.pct, "meets_target": self.meets_target}
 
 
 def _month_bounds(month: str | None) -> tuple[int, int]:
@@ -263,19 +273,19 @@ def _month_bounds(month: str | None) -> tuple[int, int]:
 
 
 def satisfaction(db: sqlite_utils.Database, by: str, *, month: str | None = None,
-                 labels: dict[str, str] | None = None) -> list[Share]:
+                 labels: dict[str, str] | None = None, target_pct: float = DEFAULT_TARGET_PCT) -> list[Share]:
     """Satisfaction per ``overall``, ``level``, ``factor``, ``officer``, ``field`` or ``month``."""
     lo, hi = _month_bounds(month)
     where = "created_ms >= ? AND created_ms < ?"
     if by == "overall":
         n, s = db.execute(f"SELECT count(*), sum(level >= 4) FROM ratings WHERE {where}", [lo, hi]).fetchone()
-        return [Share("overall", "Tổng thể", n, s or 0)]
+        return [Share("overall", "Tổng thể", n, s or 0, target_pct)]
     if by == "factor":
         out = []
         for code, label in FACTORS.items():
             n, s = db.execute(f"SELECT count(*), sum(CAST(json_extract(factors, '$.{code}') AS INTEGER) >= 4) FROM ratings"
                               f" WHERE {where} AND json_extract(factors, '$.{code}') IS NOT NULL", [lo, hi]).fetchone()
-            out.append(Share(code, label, n, s or 0))
+            out.append(Share(code, label, n, s or 0, target_pct))
         return out
     column = {"officer": "coalesce(officer_id, '')", "field": "coalesce(field, '')",
               "month": "strftime('%Y-%m', created_ms / 1000, 'unixepoch', 'localtime')"}.get(by)
@@ -284,7 +294,8 @@ def satisfaction(db: sqlite_utils.Database, by: str, *, month: str | None = None
     rows = db.execute(f"SELECT {column} AS k, count(*), sum(level >= 4) FROM ratings WHERE {where}"
                       f" GROUP BY k ORDER BY k", [lo, hi]).fetchall()
     labels = labels or {}
-    return [Share(k, labels.get(k, k) or "(không ghi)", n, s or 0) for k, n, s in rows]
+    empty = {"officer": "(không ghi cán bộ)", "field": "(không ghi lĩnh vực)"}.get(by, "(không ghi)")
+    return [Share(k, labels.get(k, k) or empty, n, s or 0, target_pct) for k, n, s in rows]
 
 
 def level_counts(db: sqlite_utils.Database, month: str | None = None) -> dict[int, int]:

@@ -31,7 +31,7 @@ def test_stats_and_export(tmp_path):
     r = run("stats", "--json", "--config", str(cfg))
     assert r.returncode == 0, r.stderr
     (overall,) = json.loads(r.stdout)
-    assert overall["answers"] == 3 and overall["percent"] == 66.7 and overall["meets_target"] is False
+    assert overall["answers"] == 3 and overall["pct"] == 66.7 and overall["meets_target"] is False
     r = run("stats", "--by", "officer", "--config", str(cfg))
     assert "Nguyễn Thị Hoa" in r.stdout and "100.0 %" in r.stdout and "chưa đạt" in r.stdout
     r = run("stats", "--month", "2026/11", "--config", str(cfg))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -91,13 +90,14 @@ def test_satisfaction_shares(db):
                                            (5, None, None, {})]:
         ratings.record_rating(db, ORIGIN, level, "screen", officer_id=officer, field_name=field, factors=factors)
     (overall,) = ratings.satisfaction(db, "overall")
-    assert (overall.answers, overall.satisfied, overall.percent) == (4, 3, 75.0)
-    assert not overall.meets(85) and overall.meets(75)
+    assert (overall.answers, overall.satisfied, overall.pct) == (4, 3, 75.0)
+    assert not overall.meets_target
+    assert ratings.satisfaction(db, "overall", target_pct=75)[0].meets_target
     factor = {s.key: s for s in ratings.satisfaction(db, "factor")}
-    assert (factor["access"].answers, factor["access"].percent) == (3, 66.7)
-    assert factor["officers"].percent == 50.0 and factor["results"].answers == 0
+    assert (factor["access"].answers, factor["access"].pct) == (3, 66.7)
+    assert factor["officers"].pct == 50.0 and factor["results"].answers == 0
     officers = {s.key: s for s in ratings.satisfaction(db, "officer", labels={"can-bo-01": "Nguyễn Thị Hoa"})}
-    assert officers["can-bo-01"].label == "Nguyễn Thị Hoa" and officers["can-bo-01"].percent == 100.0
+    assert officers["can-bo-01"].label == "Nguyễn Thị Hoa" and officers["can-bo-01"].pct == 100.0
     assert {s.key for s in ratings.satisfaction(db, "field")} == {"", "Hộ tịch", "Chứng thực"}
     month = time.strftime("%Y-%m")
     assert ratings.satisfaction(db, "month")[0].key == month

@@ -192,7 +192,7 @@ class SearchScreen(KioskScreen):
     title = "Tra cứu thủ tục hành chính"
 
     def build(self):
-        app, u = self.app, self.app.u
+        u = self.app.u
         self.field: str | None = None
         top = BoxLayout(size_hint_y=None, height=u * 48, spacing=u * 8)
         self.query = tag(KInput(hint_text="Gõ tên thủ tục, không cần dấu (ví dụ: khai sinh)", multiline=False,
@@ -485,7 +485,7 @@ class FollowUpScreen(KioskScreen):
     title = "Góp thêm ý kiến"
 
     def build(self):
-        app, u = self.app, self.app.u
+        u = self.app.u
         self.rating_uid = None
         self.level = 5
         self.officer = None
@@ -604,7 +604,7 @@ class FeedbackScreen(KioskScreen):
     title = "Góp ý, phản ánh"
 
     def build(self):
-        app, u = self.app, self.app.u
+        u = self.app.u
         self.category = "gop_y"
         kinds = BoxLayout(size_hint_y=None, height=u * 46, spacing=u * 8)
         self.kind_buttons = {}
@@ -678,7 +678,7 @@ class PinScreen(KioskScreen):
     MAX_TRIES, LOCK_S = 5, 60
 
     def build(self):
-        app, u = self.app, self.app.u
+        u = self.app.u
         self.tries, self.locked_until = 0, 0.0
         self.pin = ""
         self.dots = tag(KLabel(text="", base=28, align="center", size_hint_y=None, height=u * 44), "pin.dots")
@@ -736,7 +736,7 @@ class AdminScreen(KioskScreen):
     VIEWS = [("factor", "Theo tiêu chí"), ("officer", "Theo cán bộ"), ("field", "Theo lĩnh vực"), ("month", "Theo tháng")]
 
     def build(self):
-        app, u = self.app, self.app.u
+        u = self.app.u
         self.view = "factor"
         tabs = BoxLayout(size_hint_y=None, height=u * 44, spacing=u * 6)
         self.tab_buttons = {}
@@ -789,10 +789,10 @@ class AdminScreen(KioskScreen):
                                                      dark=app.contrast, scale=app.u))
         (overall,) = kiosk.satisfaction("overall")
         this_month = kiosk.satisfaction("overall", month=datetime.now().strftime("%Y-%m"))[0]
-        state = "[color=2e7d32]đạt[/color]" if overall.meets(target) else "[color=c62828]chưa đạt[/color]"
-        self.summary.text = (f"[b]Tổng thể: {overall.percent:.1f} %[/b] ({overall.answers} phiếu)\n"
+        state = "[color=2e7d32]đạt[/color]" if overall.meets_target else "[color=c62828]chưa đạt[/color]"
+        self.summary.text = (f"[b]Tổng thể: {overall.pct:.1f} %[/b] ({overall.answers} phiếu)\n"
                              f"Mục tiêu {target} %: {state}\n"
-                             f"Tháng này: {this_month.percent:.1f} % ({this_month.answers} phiếu)")
+                             f"Tháng này: {this_month.pct:.1f} % ({this_month.answers} phiếu)")
         self.render_sync()
 
     def render_sync(self):
