@@ -36,6 +36,8 @@ class AnswerButton:
     level: int = field(min=1, max=5, help="SIPAS level this button gives: 1 (Rất không hài lòng) … 5 (Rất hài lòng)")
     pin: int = field(min=0, max=27, help="BCM GPIO pin of the button (to ground; internal pull-up)")
     led_pin: int | None = field(None, min=0, max=27, help="BCM GPIO pin of the button's LED, if any")
+    label: str | None = field(None, min_len=1, max_len=60,
+                              help="what the button says (default: the SIPAS wording of its level)")
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ def test_sync_without_station_says_how_to_fix(tmp_path):
     ("[buttons]\nenabled = true\n[[buttons.buttons]]\nlevel = 6\npin = 5\n", "buttons.buttons[0].level"),
     ("[buttons]\n[[buttons.buttons]]\nlevel = 1\npin = 40\n", "buttons.buttons[0].pin"),
     ("[admin]\npin_hash = \"1234\"\n", "admin.pin_hash"),
+    ("[buttons]\n[[buttons.buttons]]\nlevel = 1\npin = 5\nlabel = \"\"\n", "buttons.buttons[0].label"),
     ("[[officers]]\nid = \"Cán bộ\"\nname = \"x\"\n", "officers[2].id"),
 ])
 def test_bad_kiosk_config_names_the_key(tmp_path, extra, key):

@@ -248,8 +248,9 @@ def build_app(config, *, db_path=None, screenshot_dir=None, pin_factory=None):
         def _thank_button(self, level: int):
             from kiosk.ratings import LEVEL_LABELS
 
+            label = next((b.label for b in config.buttons.buttons if b.level == level and b.label), LEVEL_LABELS[level])
             self.touch_activity()
-            self.toast(f"Cảm ơn Ông/Bà đã đánh giá: {LEVEL_LABELS[level]}")
+            self.toast(f"Cảm ơn Ông/Bà đã đánh giá: {label}")
 
         def _start_sync(self):
             if not config.station.url:
