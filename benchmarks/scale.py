@@ -21,6 +21,13 @@ For each N (--sizes, default 100,500,1000), on a private Mosquitto:
   same size (fan-out p50/p99), then each client publishes one event of the same size to a
   plain subscriber (throughput, lost).
 
+--light-sizes runs the same measurement with light protocol nodes instead of real agents:
+one paho client each that verifies every signed document, acks configs and schedules with
+their versions and reports play_started/play_finished at each item's start_at (no SQLite,
+player or media download). Real agents cost every simulated node a few ms of CPU per
+document plus their idle loops, which saturates two cores near N = 500; light nodes put the
+real load on the broker and the station at N = 1,000 and beyond.
+
 Targets (printed, not asserted): N = 1,000 on one 2-core machine: fan-out p99 ≤ 2 s, no
 lost events, station RSS ≤ 300 MB.
 
@@ -31,7 +38,8 @@ So by default they live on tmpfs (/dev/shm) and the figures show the protocol, b
 station; `--nodes-dir /var/tmp` puts them on the disk to see the shared-disk effect. The
 station's database is always on disk.
 
-    .venv/bin/python benchmarks/scale.py [--sizes 100,500] [--per-process 100] [--nodes-dir DIR]
+    .venv/bin/python benchmarks/scale.py [--sizes 100,500] [--light-sizes 1000] [--per-process 100]
+                                         [--nodes-dir DIR]
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ from devices.broker import MosquittoProcess, free_port, wait_for_port  # noqa: E
 from devices.config import toml_string  # noqa: E402
 
 SITE = "bench-scale"
+LIGHT_PER_PROCESS = 250  # a light node holds 3 file descriptors (socket + paho's wake-up pair)
 GROUP_SIZE = 50
 MEDIA_SECONDS = 1.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -180,6 +189,85 @@ def agent_worker(port: int, devices: list[str], public_key: str, base: str, read
         a.stop()
     for a in agents:
         a.close()
+
+
+def light_worker(port: int, devices: list[str], public_key: str, ready, stop) -> None:
+    """Protocol-complete stand-ins for nodes, for N beyond what real agents can simulate here.
+
+    Each is one paho client that does what the station sees of a node: verifies every
+    signed document, acks configs and schedules with their versions, and at each item's
+    start_at reports play_started then (after the media's length) play_finished. No
+    SQLite, player or media download: the station and the broker get the real load.
+    """
+    topics = p.Topics(SITE)
+    key = p.VerifyKey.from_text(public_key)
+    clients = []
+    subscribed = threading.Semaphore(0)
+    timers: list[threading.Timer] = []
+
+    for dev in devices:
+        verifier = p.Verifier([key])
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=dev, protocol=paho.MQTTv5)
+        group = group_of(dev)
+        played: set[str] = set()
+
+        def report(client, dev, channel, rep):
+            client.publish(topics.device(dev, channel), p.encode_report(rep), qos=1)
+
+        def play(client, dev, item):
+            start = p.now_ms()
+            ids = dict(occurrence_id=item.occurrence_id, broadcast_id=item.broadcast_id)
+            report(client, dev, p.Channel.EVENTS, p.EventReport(id=str(uuid.uuid4()), type=p.EventType.PLAY_STARTED,
+                                                                at=start, started_at=start, volume=70, **ids))
+            dur = int(MEDIA_SECONDS * 1000)
+            t = threading.Timer(MEDIA_SECONDS, lambda: report(client, dev, p.Channel.EVENTS, p.EventReport(
+                id=str(uuid.uuid4()), type=p.EventType.PLAY_FINISHED, at=p.now_ms(), started_at=start,
+                ended_at=p.now_ms(), duration_ms=dur, volume=70, **ids)))
+            t.daemon = True
+            t.start()
+
+        def on_connect(client, ud, flags, rc, props, dev=dev, group=group):
+            client.subscribe([(topics.device(dev, p.Channel.CONFIG), 1), (topics.group(group, p.Channel.SCHEDULE), 1)])
+            report(client, dev, p.Channel.STATUS, p.StatusReport(state=p.NodeState.ONLINE, at=p.now_ms(),
+                                                                 version="light"))
+
+        def on_message(client, ud, msg, dev=dev, verifier=verifier, played=played):
+            if not msg.payload:
+                return
+            try:
+                env = verifier.verify(msg.payload)
+            except Exception:  # noqa: BLE001 - a refused document is simply not acked
+                return
+            body = env.body
+            if env.type.value == "config":
+                result, kind = {"config_version": body.version}, "config"
+            else:
+                result, kind = {"target": body.target, "version": body.version}, "schedule"
+                for item in body.items:
+                    delay = (item.start_at - p.now_ms()) / 1000
+                    if item.occurrence_id not in played and 0 <= delay < 3600:
+                        played.add(item.occurrence_id)
+                        tm = threading.Timer(delay, play, (client, dev, item))
+                        tm.daemon = True
+                        tm.start()
+                        timers.append(tm)
+            report(client, dev, p.Channel.ACK, p.AckReport(cmd_id=env.id, status=p.AckStatus.DONE, at=p.now_ms(),
+                                                           type=kind, result=result))
+
+        c.on_connect, c.on_message = on_connect, on_message
+        c.on_subscribe = lambda *a: subscribed.release()
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        clients.append(c)
+    for _ in devices:
+        subscribed.acquire(timeout=120)
+    ready.put(len(clients))
+    stop.wait()
+    for tm in timers:
+        tm.cancel()
+    for c in clients:
+        c.loop_stop()
+        c.disconnect()
 
 
 def bare_worker(port: int, devices: list[str], ack_size: int, event_size: int, ready, stop) -> None:
@@ -339,10 +427,10 @@ def schedule_version(payload: bytes) -> tuple[str, int] | None:
 
 # --- one size -------------------------------------------------------------------------------
 
-def run_size(base: Path, nodes_base: Path, n: int, per_process: int) -> dict:
-    tmp = base / f"n{n}"
+def run_size(base: Path, nodes_base: Path, n: int, per_process: int, light: bool = False) -> dict:
+    tmp = base / f"n{n}{'-light' if light else ''}"
     tmp.mkdir()
-    out: dict = {"n": n, "nodes_dir": nodes_base}
+    out: dict = {"n": n, "nodes_dir": nodes_base, "light": light}
     broker = MosquittoProcess(tmp / "broker").start()
     try:
         cfg_path, bid = seed_station(tmp, broker.port, n)
@@ -351,7 +439,8 @@ def run_size(base: Path, nodes_base: Path, n: int, per_process: int) -> dict:
                                    cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         try:
-            out.update(measure_station(tmp, nodes_base / f"n{n}", broker, station, cfg_path, bid, n, per_process))
+            out.update(measure_station(tmp, nodes_base / tmp.name, broker, station, cfg_path, bid, n, per_process,
+                                       light))
         finally:
             station.send_signal(signal.SIGTERM)
             try:
@@ -365,7 +454,7 @@ def run_size(base: Path, nodes_base: Path, n: int, per_process: int) -> dict:
 
 
 def measure_station(tmp: Path, nodes: Path, broker, station, cfg_path: Path, bid: int, n: int,
-                    per_process: int) -> dict:
+                    per_process: int, light: bool) -> dict:
     from devices.protocol import SigningKey
 
     key = SigningKey.load(tmp / "station" / "station.key")  # created at seeding, adopted by the station
@@ -373,8 +462,11 @@ def measure_station(tmp: Path, nodes: Path, broker, station, cfg_path: Path, bid
     obs = Observer(broker.port, [topics.devices_filter(p.Channel.ACK), topics.devices_filter(p.Channel.EVENTS),
                                  f"thanthien/v1/{SITE}/groups/+/schedule"])
     t_start = time.monotonic()
-    agents = Workers(agent_worker, n, per_process,
-                     lambda chunk: (broker.port, chunk, key.public.to_text(), str(nodes)))
+    if light:
+        agents = Workers(light_worker, n, LIGHT_PER_PROCESS, lambda chunk: (broker.port, chunk, key.public.to_text()))
+    else:
+        agents = Workers(agent_worker, n, per_process,
+                         lambda chunk: (broker.port, chunk, key.public.to_text(), str(nodes)))
     # steady state: every node has applied its config (so it is in its group), then quiet
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -505,13 +597,14 @@ def measure_bare(broker, n: int, per_process: int, doc_bytes: int, ack_bytes: in
 
 def report(r: dict) -> None:
     n = r["n"]
-    print(f"N={n}  ({math.ceil(n / GROUP_SIZE)} groups of ≤{GROUP_SIZE}; all {n} agents connected and in step "
-          f"after {r['startup_s']:.0f} s; node state in {r['nodes_dir']})")
+    who = ("light protocol nodes (verify, ack, report plays; no SQLite/player)" if r["light"]
+           else f"real agents, node state in {r['nodes_dir']}")
+    print(f"N={n}  {who}; {math.ceil(n / GROUP_SIZE)} groups of ≤{GROUP_SIZE}; all {n} connected and in step "
+          f"after {r['startup_s']:.0f} s")
     print(f"  schedule fan-out, commit → ack: p50 {r['fan_p50'] * 1000:.0f} ms, p99 {r['fan_p99'] * 1000:.0f} ms, "
           f"max {r['fan_max'] * 1000:.0f} ms, missing {r['fan_missing']}   (target p99 ≤ 2000 ms at N=1000)")
     print(f"    commit → the station has published every group's new document: {r['commit_pub_max'] * 1000:.0f} ms; "
-          f"CPU each node spent on it (verify, store, ack, status, prefetch): {r['agent_cpu_ms']:.1f} ms, "
-          f"all {n} sharing this machine's cores")
+          f"CPU each node spent on it: {r['agent_cpu_ms']:.1f} ms, all {n} sharing this machine's cores")
     print(f"    station publish → node ack: p50 {r['pub_ack_p50'] * 1000:.0f} ms, "
           f"p99 {r['pub_ack_p99'] * 1000:.0f} ms | bare paho publish → ack: p50 {r['bare_fan_p50'] * 1000:.0f} ms, "
           f"p99 {r['bare_fan_p99'] * 1000:.0f} ms, missing {r['bare_missing']} "
@@ -526,7 +619,7 @@ def report(r: dict) -> None:
     print(f"  station: CPU {r['station_cpu']:.0f} % of a core, RSS {r['station_rss']:.0f} MB (peak "
           f"{r['station_peak']:.0f} MB; target ≤ 300 MB)")
     print(f"  broker: CPU {r['broker_cpu']:.0f} % (bare run {r['bare_broker_cpu']:.0f} %), RSS "
-          f"{r['broker_rss']:.0f} MB (peak {r['broker_peak']:.0f} MB); agents: {r['agent_rss_each']:.1f} MB RSS each "
+          f"{r['broker_rss']:.0f} MB (peak {r['broker_peak']:.0f} MB); nodes: {r['agent_rss_each']:.1f} MB RSS each "
           f"in their workers")
     sys.stdout.flush()
 
@@ -536,6 +629,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="100,500,1000", help="comma-separated N (default 100,500,1000)")
     ap.add_argument("--per-process", type=int, default=100,
                     help=f"agents per worker process (default 100, at most {MAX_PER_PROCESS})")
+    ap.add_argument("--light-sizes", default="",
+                    help="also run these N with light protocol nodes instead of real agents (e.g. 1000)")
     ap.add_argument("--nodes-dir", default="/dev/shm" if Path("/dev/shm").is_dir() else None,
                     help="where the simulated nodes keep their state (default /dev/shm: see above)")
     args = ap.parse_args()
@@ -546,8 +641,10 @@ def main() -> None:
           f"{os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="thanthien-scale-") as tmpd, \
             tempfile.TemporaryDirectory(prefix="thanthien-scale-nodes-", dir=args.nodes_dir) as nodes:
-        for n in (int(x) for x in args.sizes.split(",")):
+        for n in (int(x) for x in args.sizes.split(",") if x):
             report(run_size(Path(tmpd), Path(nodes), n, args.per_process))
+        for n in (int(x) for x in args.light_sizes.split(",") if x):
+            report(run_size(Path(tmpd), Path(nodes), n, args.per_process, light=True))
 
 
 if __name__ == "__main__":
