@@ -1,6 +1,7 @@
 """Scale simulation (issue #9): N real speaker agents, one broker, one real station.
 
-For each N (--sizes, default 100,500,1000), on a private Mosquitto:
+For each N (--sizes, default 100,500 real agents; --light-sizes, default 1000 light
+nodes, see below), on a private Mosquitto:
 
 - the station runs as its own process (`thanthien station`), with N devices in groups of
   50 (tổ dân phố) and an approved bulletin;
@@ -72,6 +73,7 @@ from devices.broker import MosquittoProcess, free_port, wait_for_port  # noqa: E
 from devices.config import toml_string  # noqa: E402
 
 SITE = "bench-scale"
+MIN_LEAD_S = 20.0  # commit → start_at of the bulletin every node plays (--min-lead)
 LIGHT_PER_PROCESS = 250  # a light node holds 3 file descriptors (socket + paho's wake-up pair)
 GROUP_SIZE = 50
 MEDIA_SECONDS = 1.0
@@ -427,7 +429,8 @@ def schedule_version(payload: bytes) -> tuple[str, int] | None:
 
 # --- one size -------------------------------------------------------------------------------
 
-def run_size(base: Path, nodes_base: Path, n: int, per_process: int, light: bool = False) -> dict:
+def run_size(base: Path, nodes_base: Path, n: int, per_process: int, light: bool = False,
+             min_lead: float = MIN_LEAD_S) -> dict:
     tmp = base / f"n{n}{'-light' if light else ''}"
     tmp.mkdir()
     out: dict = {"n": n, "nodes_dir": nodes_base, "light": light}
@@ -440,7 +443,7 @@ def run_size(base: Path, nodes_base: Path, n: int, per_process: int, light: bool
         log.close()
         try:
             out.update(measure_station(tmp, nodes_base / tmp.name, broker, station, cfg_path, bid, n, per_process,
-                                       light))
+                                       light, min_lead))
         finally:
             station.send_signal(signal.SIGTERM)
             try:
@@ -454,7 +457,7 @@ def run_size(base: Path, nodes_base: Path, n: int, per_process: int, light: bool
 
 
 def measure_station(tmp: Path, nodes: Path, broker, station, cfg_path: Path, bid: int, n: int,
-                    per_process: int, light: bool) -> dict:
+                    per_process: int, light: bool, min_lead: float) -> dict:
     from devices.protocol import SigningKey
 
     key = SigningKey.load(tmp / "station" / "station.key")  # created at seeding, adopted by the station
@@ -486,7 +489,7 @@ def measure_station(tmp: Path, nodes: Path, broker, station, cfg_path: Path, bid
         if topic.endswith("/schedule") and (sv := schedule_version(payload)):
             before[sv[0]] = max(before.get(sv[0], 0), sv[1])
     cpu = CpuMeter({"broker": broker.proc.pid, "station": station.pid})
-    lead_s = max(20, n / 20)  # nodes must have the document and the media before it plays
+    lead_s = max(min_lead, n / 20)  # nodes must have the document and the media before it plays
     start_at = p.now_ms() + int(lead_s * 1000)
     agents_cpu0 = agents.cpu_seconds()
     t0, _sid = add_schedule_now(cfg_path, bid, start_at)
@@ -626,11 +629,13 @@ def report(r: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="100,500,1000", help="comma-separated N (default 100,500,1000)")
+    ap.add_argument("--sizes", default="100,500", help="N of real agents, comma-separated (default 100,500)")
     ap.add_argument("--per-process", type=int, default=100,
                     help=f"agents per worker process (default 100, at most {MAX_PER_PROCESS})")
-    ap.add_argument("--light-sizes", default="",
-                    help="also run these N with light protocol nodes instead of real agents (e.g. 1000)")
+    ap.add_argument("--light-sizes", default="1000",
+                    help="N of light protocol nodes instead of real agents (default 1000; '' for none)")
+    ap.add_argument("--min-lead", type=float, default=MIN_LEAD_S,
+                    help=f"seconds at least between the commit and the play (default {MIN_LEAD_S:g})")
     ap.add_argument("--nodes-dir", default="/dev/shm" if Path("/dev/shm").is_dir() else None,
                     help="where the simulated nodes keep their state (default /dev/shm: see above)")
     args = ap.parse_args()
@@ -642,9 +647,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="thanthien-scale-") as tmpd, \
             tempfile.TemporaryDirectory(prefix="thanthien-scale-nodes-", dir=args.nodes_dir) as nodes:
         for n in (int(x) for x in args.sizes.split(",") if x):
-            report(run_size(Path(tmpd), Path(nodes), n, args.per_process))
+            report(run_size(Path(tmpd), Path(nodes), n, args.per_process, min_lead=args.min_lead))
         for n in (int(x) for x in args.light_sizes.split(",") if x):
-            report(run_size(Path(tmpd), Path(nodes), n, args.per_process, light=True))
+            report(run_size(Path(tmpd), Path(nodes), n, args.per_process, light=True, min_lead=args.min_lead))
 
 
 if __name__ == "__main__":
