@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,3 +86,44 @@ def test_demo_seed_gives_a_few_days_of_reports(tmp_path):
             assert authenticate(db, "phochutich", DEMO_PASSWORD) is not None
     finally:
         db.conn.close()
+
+
+def test_demo_kiosk_runs_under_xvfb_without_a_display(tmp_path):
+    """No display: the kiosk runs under Xvfb and the demo prints where its screenshots go."""
+    from tests.conftest import require_tool
+    from thanthien.demo import role_available
+
+    require_tool("Xvfb")
+    if not role_available("kiosk.ui"):
+        pytest.skip("this install has no kiosk UI")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    proc = subprocess.Popen([sys.executable, "-m", "thanthien", "demo", "--dir", str(tmp_path), "--speakers", "1"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        kiosk = next((l for l in lines if "kiosk:" in l), "")
+        assert "Xvfb" in kiosk, "".join(lines)
+        shots = Path(kiosk.split("ảnh chụp từng màn hình tại ", 1)[1].strip())
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not list(shots.glob("*.png")):
+            assert proc.poll() is None, "".join(lines)
+            time.sleep(0.5)
+        assert list(shots.glob("*.png")), (tmp_path / "logs" / "kiosk.log").read_text()[-2000:]
+        # the kiosk talks to the demo station with the token the demo issued for it
+        assert (tmp_path / "kiosk" / "station-token").stat().st_mode & 0o077 == 0
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "đã dừng" in out
+    log = (tmp_path / "logs" / "kiosk.log").read_text()
+    assert "fatal IO error" not in log, "Xvfb went away before the kiosk had stopped"

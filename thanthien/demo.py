@@ -54,6 +54,8 @@ class Child:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
+    #: stopped only once every other child has exited (a display server its clients draw on)
+    last: bool = False
 
 
 class Supervisor:
@@ -76,18 +78,19 @@ class Supervisor:
         return [c for c in self.children if c.proc is not None and c.proc.poll() is not None]
 
     def stop_all(self, timeout: float = 5.0) -> None:
-        for child in reversed(self.children):
-            if child.proc is not None and child.proc.poll() is None:
-                child.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for child in reversed(self.children):
-            if child.proc is None:
-                continue
-            try:
-                child.proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.proc.kill()
-                child.proc.wait()
+        for group in ([c for c in self.children if not c.last], [c for c in self.children if c.last]):
+            for child in reversed(group):
+                if child.proc is not None and child.proc.poll() is None:
+                    child.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            for child in reversed(group):
+                if child.proc is None:
+                    continue
+                try:
+                    child.proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.proc.kill()
+                    child.proc.wait()
 
 
 def write_speaker_config(path: Path, device_id: str, public_key: str, port: int, data_dir: Path) -> None:

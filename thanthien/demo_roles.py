@@ -257,7 +257,7 @@ def start_kiosk(sup, exe: list[str], base: Path, mqtt_port: int) -> str:
         sup.start(Child("kiosk", argv))
         return "kiosk: cửa sổ 1024x600 trên màn hình này" + (f", đồng bộ với {url}" if url else "")
     xvfb = XvfbProcess(1024, 600, 24).start()
-    sup.children.append(Child("xvfb", [], proc=xvfb.proc))  # stopped after the kiosk (reverse order)
+    sup.children.append(Child("xvfb", [], proc=xvfb.proc, last=True))  # outlives the kiosk drawing on it
     shots = base / "kiosk" / "screens"
     shots.mkdir(parents=True, exist_ok=True)
     sup.start(Child("kiosk", argv + ["--screenshot-dir", str(shots)], env={"DISPLAY": xvfb.display}))
