@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -127,3 +128,47 @@ def test_demo_kiosk_runs_under_xvfb_without_a_display(tmp_path):
     assert proc.returncode == 0 and "đã dừng" in out
     log = (tmp_path / "logs" / "kiosk.log").read_text()
     assert "fatal IO error" not in log, "Xvfb went away before the kiosk had stopped"
+
+
+def test_demo_emergency_reaches_every_simulated_speaker(tmp_path):
+    """The path the demo prints: the approved emergency bulletin, sent now, lands in every node's wav output."""
+    from tests.agent_support import wait_for
+
+    proc = subprocess.Popen([sys.executable, "-m", "thanthien", "demo", "--dir", str(tmp_path), "--no-kiosk",
+                             "--speakers", "3"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        command = next(l for l in lines if "emergency --bulletin" in l).split(": ", 1)[1].strip()
+        argv = shlex.split(command)
+        assert argv[:2] == ["thanthien", "station"], command
+        outputs = sorted((tmp_path / "speakers").glob("*/out.wav"))
+        # the nodes are online (their status is retained) before the emergency goes out
+        assert wait_for(lambda: len(list((tmp_path / "speakers").glob("*/agent.db"))) == 3, timeout=60)
+        time.sleep(3)
+        before = {p.parent.name: p.stat().st_size if p.exists() else 0
+                  for p in (tmp_path / "speakers" / d / "out.wav" for d in
+                            ("loa-to-1-01", "loa-to-2-01", "loa-to-3-01"))}
+        sent = subprocess.run([sys.executable, "-m", "thanthien", *argv[1:]], cwd=ROOT,  # exactly as printed
+                              capture_output=True, text=True, timeout=120)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+
+        def grown() -> bool:
+            sizes = {d: (tmp_path / "speakers" / d / "out.wav").stat().st_size
+                     if (tmp_path / "speakers" / d / "out.wav").exists() else 0 for d in before}
+            return all(sizes[d] > before[d] + 22050 for d in before)  # > 0.5 s of audio each
+
+        assert wait_for(grown, timeout=90), (before, outputs, sent.stdout)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
