@@ -53,3 +53,18 @@ def start_station(cfg: Path, log: Path) -> subprocess.Popen:
                             stdout=out, stderr=subprocess.STDOUT)
     out.close()
     return proc
+
+
+def stop_processes(procs: list[subprocess.Popen], timeout: float = 10.0) -> None:
+    """SIGTERM every process first (they stop in parallel), then wait; kill what hangs."""
+    import signal
+
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -23,7 +23,7 @@ from devices import protocol as p
 from devices.config import load_config
 from tests.agent_support import read_wav, wait_for, write_agent_config
 from tests.conftest import require_tool
-from tests.station_support import espeak_mp3, mock_gtts, start_station, write_station_config
+from tests.station_support import espeak_mp3, mock_gtts, start_station, stop_processes, write_station_config
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,14 +62,7 @@ def ward(tmp_path, broker):
         (tmp_path / "station.log").read_text()[-3000:]
     time.sleep(2.0)
     yield {"cfg": cfg, "db": db, "tmp": tmp_path, "broker": broker, "procs": procs}
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    stop_processes(procs)
 
 
 def make_bulletin(ward, text: str) -> int:

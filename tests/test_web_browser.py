@@ -26,6 +26,7 @@ from devices.broker import free_port
 from devices.config import toml_string
 from tests.agent_support import wait_for, write_agent_config
 from tests.conftest import require_tool
+from tests.station_support import stop_processes
 
 pytestmark = [pytest.mark.broker, pytest.mark.browser, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,14 +81,7 @@ def ward(tmp_path, broker):
     # every node holds its current documents before the test goes on
     assert wait_for(lambda: db.execute("SELECT COUNT(*) FROM device_documents").fetchone()[0] >= 5, 30)
     yield {"db": db, "base": base, "tmp": tmp_path, "procs": procs}
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    stop_processes(procs)
 
 
 def _up(urllib_request, base: str) -> bool:
