@@ -140,6 +140,9 @@ class SearchIndex:
                 matched[code] += 1
         if field is not None:
             totals = {c: s for c, s in totals.items() if self.meta[c][1] == field}
+        # When some procedures match every word, the others are noise: show only those.
+        if totals and max(matched[c] for c in totals) == len(per_word):
+            totals = {c: s for c, s in totals.items() if matched[c] == len(per_word)}
         # Procedures matching every word first, then by score. Bonuses (the query as a
         # phrase in the name; fewer other words in the name) only reorder near the top,
         # so only a pool of the best candidates is refined.
