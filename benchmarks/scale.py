@@ -473,6 +473,11 @@ def measure_station(tmp: Path, nodes: Path, broker, station, cfg_path: Path, bid
     # steady state: every node has applied its config (so it is in its group), then quiet
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
+        if station.poll() is not None:
+            agents.close()
+            obs.close()
+            log = (tmp / "station.log").read_text("utf-8", "replace")[-1500:]
+            raise SystemExit(f"the station exited with status {station.returncode}:\n{log}")
         configured = {topic.split("/")[-2] for _, topic, pl, _ in obs.snapshot()
                       if topic.endswith("/ack") and json.loads(pl).get("type") == "config"}
         if len(configured) >= n:

@@ -201,13 +201,15 @@ class StationService:
             schedules.expand_into(self.db, self.cfg.timezone, self.horizon_ms)
         if not self.mqtt.connected:
             return
+        # Groups first: one group document reaches most nodes, and the per-device documents
+        # (a config and a schedule for each of possibly 1,000 nodes) take longer to check.
+        for g in areas.all_groups(self.db):
+            target = f"groups/{g['code']}"
+            self._publish_document(target, p.MessageType.SCHEDULE, self._schedule_body(target), force)
         for device_id in areas.all_devices(self.db):
             self._publish_document(f"devices/{device_id}", p.MessageType.CONFIG, self._config_body(device_id), force)
             self._publish_document(f"devices/{device_id}", p.MessageType.SCHEDULE,
                                    self._schedule_body(f"devices/{device_id}"), force)
-        for g in areas.all_groups(self.db):
-            target = f"groups/{g['code']}"
-            self._publish_document(target, p.MessageType.SCHEDULE, self._schedule_body(target), force)
 
     def check_alerts(self) -> list:
         """Open/close alerts; publish the new ones to the configured monitoring topic."""
