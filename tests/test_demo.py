@@ -35,7 +35,9 @@ def test_demo_starts_the_broker_and_stops_on_ctrl_c(tmp_path):
         assert any("MQTT broker" in l for l in lines), "".join(lines)
         assert (tmp_path / "broker" / "mosquitto.conf").exists()
         if station_has_console():  # the console URL is printed once it answers, with the logins
-            url = next(l.split("bảng điều khiển: ", 1)[1].split()[0] for l in lines if "bảng điều khiển: " in l)
+            console = next(l for l in lines if "bảng điều khiển: " in l)
+            url = console.split("bảng điều khiển: ", 1)[1].split()[0]
+            assert "trả lời sau" in console, console  # how long it took is printed (target ≤ 60 s)
             assert any(DEMO_PASSWORD in l and "vanthu" in l for l in lines), "".join(lines)
             with urllib.request.urlopen(url, timeout=30) as page:
                 assert page.status == 200

@@ -110,6 +110,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from devices.broker import MosquittoProcess
     from devices.protocol import SigningKey
 
+    t_start = time.monotonic()
     base: Path = args.dir.resolve()
     if args.fresh and base.exists():
         shutil.rmtree(base)
@@ -138,7 +139,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
             from .demo_roles import start_station
             try:
-                started.append(start_station(sup, exe, base, broker.port, key))
+                started.append(start_station(sup, exe, base, broker.port, key, started_at=t_start))
             except ThanthienError as exc:  # the demo goes on without the station, and says why
                 print(f"  ! the station could not start: {exc}", file=sys.stderr)
         if role_available("devices.agent.cli"):

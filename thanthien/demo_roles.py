@@ -157,7 +157,13 @@ def emergency_bulletin(cfg_path: Path) -> int | None:
         db.conn.close()
 
 
-def start_station(sup, exe: list[str], base: Path, mqtt_port: int, key) -> str:
+def start_station(sup, exe: list[str], base: Path, mqtt_port: int, key, started_at: float | None = None) -> str:
+    """Seed, start the station; returns what to print (URLs, logins, commands to try).
+
+    ``started_at`` (time.monotonic() when the demo began) lets it say how long the console
+    took to answer."""
+    import time
+
     from .demo import DEMO_GROUPS, Child
 
     http_port = free_port()
@@ -172,8 +178,9 @@ def start_station(sup, exe: list[str], base: Path, mqtt_port: int, key) -> str:
         from devices.broker import wait_for_port
 
         up = wait_for_port("127.0.0.1", web_port, 60)
+        ready = f"  (trả lời sau {time.monotonic() - started_at:.0f} giây)" if up and started_at is not None else ""
         lines.append(f"  bảng điều khiển: http://127.0.0.1:{web_port}/"
-                     + ("" if up else "  (chưa mở được sau 60 giây; xem logs/station.log)"))
+                     + (ready if up else "  (chưa mở được sau 60 giây; xem logs/station.log)"))
         lines.append("  tài khoản: " + ", ".join(f"{u} ({n})" for u, _r, n in USERS) + f" — mật khẩu: {DEMO_PASSWORD}")
     emergency = emergency_bulletin(cfg)
     if emergency is not None:
