@@ -69,7 +69,7 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from devices import protocol as p  # noqa: E402
 from devices.audio import tone  # noqa: E402
-from devices.broker import MosquittoProcess, free_port, wait_for_port  # noqa: E402
+from devices.broker import MosquittoProcess, free_port  # noqa: E402
 from devices.config import toml_string  # noqa: E402
 
 SITE = "bench-scale"
@@ -257,19 +257,8 @@ def light_worker(port: int, devices: list[str], public_key: str, ready, stop) ->
                                                            type=kind, result=result))
 
         c.on_connect, c.on_message = on_connect, on_message
-        c.on_subscribe = lambda *a: subscribed.release()
-        c.connect("127.0.0.1", port)
-        c.loop_start()
-        clients.append(c)
-    for _ in devices:
-        subscribed.acquire(timeout=120)
-    ready.put(len(clients))
-    stop.wait()
-    for tm in timers:
-        tm.cancel()
-    for c in clients:
-        c.loop_stop()
-        c.disconnect()
+        start_client(c, port, subscribed, clients)
+    serve_clients(clients, subscribed, ready, stop, timers)
 
 
 def bare_worker(port: int, devices: list[str], ack_size: int, event_size: int, ready, stop) -> None:
@@ -293,14 +282,26 @@ def bare_worker(port: int, devices: list[str], ack_size: int, event_size: int, r
                 client.publish(f"{base}/devices/{dev}/events", b"e" * event_size, qos=1)
 
         c.on_connect, c.on_message = on_connect, on_message
-        c.on_subscribe = lambda *a: subscribed.release()
-        c.connect("127.0.0.1", port)
-        c.loop_start()
-        clients.append(c)
-    for _ in devices:
+        start_client(c, port, subscribed, clients)
+    serve_clients(clients, subscribed, ready, stop)
+
+
+def start_client(c: paho.Client, port: int, subscribed: threading.Semaphore, clients: list) -> None:
+    """Connect one worker client; ``subscribed`` is released once its subscription is granted."""
+    c.on_subscribe = lambda *a: subscribed.release()
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    clients.append(c)
+
+
+def serve_clients(clients: list, subscribed: threading.Semaphore, ready, stop, timers=()) -> None:
+    """Report ready once every client has subscribed, run until ``stop``, then disconnect all."""
+    for _ in clients:
         subscribed.acquire(timeout=120)
     ready.put(len(clients))
     stop.wait()
+    for tm in timers:
+        tm.cancel()
     for c in clients:
         c.loop_stop()
         c.disconnect()

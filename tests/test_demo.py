@@ -16,15 +16,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_demo_starts_the_broker_and_stops_on_ctrl_c(tmp_path):
-    from thanthien.demo_roles import DEMO_PASSWORD, station_has_console
-
-    proc = subprocess.Popen([sys.executable, "-m", "thanthien", "demo", "--dir", str(tmp_path), "--no-kiosk",
-                             "--speakers", "2"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    lines = []
+def start_demo(tmp_path: Path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, list[str]]:
+    """`thanthien demo --dir tmp_path ARGS…`, read until it says it is up ("Ctrl-C" to stop)."""
+    proc = subprocess.Popen([sys.executable, "-m", "thanthien", "demo", "--dir", str(tmp_path), *args], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
     try:
-        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
@@ -32,6 +30,17 @@ def test_demo_starts_the_broker_and_stops_on_ctrl_c(tmp_path):
             lines.append(line)
             if "Ctrl-C" in line:
                 break
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, lines
+
+
+def test_demo_starts_the_broker_and_stops_on_ctrl_c(tmp_path):
+    from thanthien.demo_roles import DEMO_PASSWORD, station_has_console
+
+    proc, lines = start_demo(tmp_path, "--no-kiosk", "--speakers", "2")
+    try:
         assert any("MQTT broker" in l for l in lines), "".join(lines)
         assert (tmp_path / "broker" / "mosquitto.conf").exists()
         if station_has_console():  # the console URL is printed once it answers, with the logins
@@ -100,18 +109,8 @@ def test_demo_kiosk_runs_under_xvfb_without_a_display(tmp_path):
     if not role_available("kiosk.ui"):
         pytest.skip("this install has no kiosk UI")
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    proc = subprocess.Popen([sys.executable, "-m", "thanthien", "demo", "--dir", str(tmp_path), "--speakers", "1"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
+    proc, lines = start_demo(tmp_path, "--speakers", "1", env=env)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "Ctrl-C" in line:
-                break
         kiosk = next((l for l in lines if "kiosk:" in l), "")
         assert "Xvfb" in kiosk, "".join(lines)
         shots = Path(kiosk.split("ảnh chụp từng màn hình tại ", 1)[1].strip())
@@ -136,18 +135,8 @@ def test_demo_emergency_reaches_every_simulated_speaker(tmp_path):
     """The path the demo prints: the approved emergency bulletin, sent now, lands in every node's wav output."""
     from tests.agent_support import wait_for
 
-    proc = subprocess.Popen([sys.executable, "-m", "thanthien", "demo", "--dir", str(tmp_path), "--no-kiosk",
-                             "--speakers", "3"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
+    proc, lines = start_demo(tmp_path, "--no-kiosk", "--speakers", "3")
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "Ctrl-C" in line:
-                break
         command = next(l for l in lines if "emergency --bulletin" in l).split(": ", 1)[1].strip()
         argv = shlex.split(command)
         assert argv[:2] == ["thanthien", "station"], command
