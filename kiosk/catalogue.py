@@ -25,6 +25,8 @@ import sqlite_utils
 from devices.errors import ThanthienError
 from devices.sqlite import now_ms, transaction
 
+from .search import normalize
+
 MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_RECORDS = 20_000
 MAX_TEXT = 20_000
@@ -526,8 +528,6 @@ def read_file(path: Path) -> list[Procedure]:
 def store(db: sqlite_utils.Database, procedures: list[Procedure], source: str = "") -> dict[str, int]:
     """Insert or update by code in one transaction. Ratings are in other tables and are
     never touched; procedures missing from the file are kept (a ward may import by field)."""
-    from .search import normalize
-
     now = now_ms()
     added = updated = 0
     with transaction(db):

@@ -37,11 +37,7 @@ class Kiosk:
 
     def import_catalogue(self, path: Path) -> dict[str, int]:
         procedures = catalogue.read_file(path)      # parse everything before touching the db
-        with self.lock:
-            result = catalogue.store(self.db, procedures, source=Path(path).name)
-            self._index = None
-        self._notify("catalogue", result)
-        return result
+        return self.import_procedures(procedures, Path(path).name)
 
     def import_procedures(self, procedures: list[catalogue.Procedure], source: str) -> dict[str, int]:
         with self.lock:

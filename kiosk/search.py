@@ -9,6 +9,7 @@ Matches in the name rank far above matches in the body.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import re
 import unicodedata
@@ -91,7 +92,6 @@ class SearchIndex:
 
     def _prefixed(self, word: str) -> list[str]:
         if word not in self._prefix_cache:
-            import bisect
             i = bisect.bisect_left(self.vocabulary, word)
             out = []
             while i < len(self.vocabulary) and self.vocabulary[i].startswith(word):

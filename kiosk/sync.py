@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import requests
 
 from devices.errors import ThanthienError
+from devices.sqlite import transaction
 
 from . import catalogue, ratings
 from .core import Kiosk
@@ -124,7 +125,7 @@ class StationSync:
         resp = self.session.get(f"{self.base}/api/v1/kiosk/announcements", timeout=self.timeout_s)
         self._check(resp)
         items = resp.json().get("announcements", [])
-        with self.kiosk.lock, _tx(self.kiosk):
+        with self.kiosk.lock, transaction(self.kiosk.db):
             self.kiosk.db.execute("DELETE FROM announcements")
             for a in items[:20]:
                 if not isinstance(a, dict) or not isinstance(a.get("id"), int):
@@ -218,9 +219,3 @@ class _Stop(Exception):
     def __init__(self, status: SyncStatus, detail: str):
         super().__init__(detail)
         self.status, self.detail = status, detail
-
-
-def _tx(kiosk: Kiosk):
-    from devices.sqlite import transaction
-
-    return transaction(kiosk.db)

@@ -126,11 +126,13 @@ def build_app(config, *, db_path=None, screenshot_dir=None, pin_factory=None):
             self._notify = None
 
         # -- look ------------------------------------------------------------------------
-        def tone(self, name: str, down: bool = False):
-            colour = TONES.get(name, TONES["primary"])[1 if self.contrast else 0]
+        # The kv rules pass app.contrast to these so that they bind to it and every widget
+        # follows the theme switch by itself.
+        def tone(self, name: str, down: bool, contrast: bool):
+            colour = TONES.get(name, TONES["primary"])[1 if contrast else 0]
             return tuple(c * 0.8 for c in colour[:3]) + (1,) if down else colour
 
-        def role_colour(self, role: str, muted: bool = False, _contrast=None):
+        def role_colour(self, role: str, muted: bool, _contrast: bool):
             if role == "header":
                 return self.c_header_fg
             if role == "accent":
@@ -139,9 +141,9 @@ def build_app(config, *, db_path=None, screenshot_dir=None, pin_factory=None):
                 return self.c_danger
             return self.c_muted if muted else self.c_fg
 
-        def tone_fg(self, name: str):
-            if name in DARK_TEXT[self.contrast]:
-                return (0, 0, 0, 1) if self.contrast else (0.1, 0.1, 0.1, 1)
+        def tone_fg(self, name: str, contrast: bool):
+            if name in DARK_TEXT[contrast]:
+                return (0, 0, 0, 1) if contrast else (0.1, 0.1, 0.1, 1)
             return (1, 1, 1, 1)
 
         def _fit(self, *_):
@@ -153,21 +155,10 @@ def build_app(config, *, db_path=None, screenshot_dir=None, pin_factory=None):
                 setattr(self, k, v)
             self.contrast = not self.contrast
             Window.clearcolor = self.c_bg
-            self._restyle()
 
         def font_step(self, delta: int):
             i = min(range(len(FONT_STEPS)), key=lambda k: abs(FONT_STEPS[k] - self.fs))
             self.fs = FONT_STEPS[max(0, min(len(FONT_STEPS) - 1, i + delta))]
-            self._restyle()
-
-        def _restyle(self):
-            # Buttons compute their colours from tone(); re-evaluate them all.
-            for w in self.root.walk(restrict=False):
-                if hasattr(w, "tone"):
-                    t = w.tone
-                    w.tone = ""
-                    w.tone = t
-            self.current_screen().dispatch("on_pre_enter") if self.current_screen() else None
 
         # -- build -------------------------------------------------------------------------
         def build(self):
@@ -359,7 +350,6 @@ def build_app(config, *, db_path=None, screenshot_dir=None, pin_factory=None):
                 self._toast_event.cancel()
             self._toast_event = Clock.schedule_once(lambda dt: setattr(self.toast_panel, "opacity", 0), seconds)
 
-    Window.bind(size=lambda *_: None)
     app = KioskApp()
     Window.bind(size=app._fit)
     return app

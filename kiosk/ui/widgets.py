@@ -40,8 +40,8 @@ KV = """
 <KButton>:
     background_normal: ''
     background_down: ''
-    background_color: app.tone(self.tone, self.state == 'down')
-    color: app.tone_fg(self.tone)
+    background_color: app.tone(self.tone, self.state == 'down', app.contrast)
+    color: app.tone_fg(self.tone, app.contrast)
     font_size: app.u * self.base * app.fs
     text_size: self.width - app.u * 12, self.height - app.u * 6
     halign: 'center'
