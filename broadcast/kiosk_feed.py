@@ -26,7 +26,7 @@ import sqlite_utils
 from devices.errors import ValidationError
 from devices.protocol import ID_PATTERN
 
-from kiosk.ratings import DEFAULT_TARGET_PCT, Share
+from kiosk.ratings import DEFAULT_TARGET_PCT, FEEDBACK_CATEGORIES, PHONE_RE, Share
 from kiosk.ratings import FACTORS as FACTOR_LABELS
 
 from .areas import Actor, audit
@@ -39,7 +39,6 @@ ANNOUNCEMENT_DAYS = 14
 TARGET_PCT = DEFAULT_TARGET_PCT
 FACTORS = tuple(FACTOR_LABELS)  # SIPAS factors, defined once with the kiosk that asks them
 COUNTER_RE = re.compile(r"[a-z0-9-]{1,64}")
-PHONE_RE = re.compile(r"[0-9 +().-]{6,20}")
 # a kiosk without a real-time clock may answer before NTP set its clock (1970) or with a
 # clock far ahead: such items are still stored (never parked at the kiosk forever), and
 # reports place them at the time the station received them
@@ -182,7 +181,7 @@ def validate_item(item, i: int) -> dict:
             _check_unicode(r, f"{where}.reasons")
     else:
         category = item.get("category")
-        if category not in ("gop_y", "phan_anh"):
+        if category not in FEEDBACK_CATEGORIES:
             raise ItemError(f"{where}.category", "category must be gop_y or phan_anh",
                             "Loại góp ý phải là gop_y (góp ý) hoặc phan_anh (phản ánh)")
         text = item.get("text")

@@ -72,7 +72,7 @@ REASONS = {
 FEEDBACK_CATEGORIES = {"gop_y": "Góp ý", "phan_anh": "Phản ánh"}
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _CODE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,31}$")
-_PHONE = re.compile(r"^[0-9 +().-]{6,20}$")
+PHONE_RE = re.compile(r"[0-9 +().-]{6,20}")  # fullmatch; the station checks uploads with it too
 
 
 class InputError(ThanthienError, ValueError):
@@ -186,7 +186,7 @@ def record_feedback(db: sqlite_utils.Database, origin: Origin, category: str, te
         raise InputError("category", "must be gop_y or phan_anh", "Vui lòng chọn Góp ý hoặc Phản ánh.")
     text = _text(text, "text", 4000, "nội dung", required=True)
     phone = _text(phone, "phone", 20, "số điện thoại")
-    if phone and not _PHONE.match(phone):
+    if phone and not PHONE_RE.fullmatch(phone):
         raise InputError("phone", "must be 6–20 digits", "Số điện thoại chỉ gồm chữ số (6–20 ký tự).")
     name = _text(name, "name", 200, "họ tên")
     uid = str(uuidlib.uuid4())
