@@ -1,6 +1,6 @@
-"""The amplifier relay of a speaker node.
+"""GPIO devices: the amplifier relay of a speaker node and the kiosk's answer buttons.
 
-on → warm-up → audio → tail → off, and it stays on between back-to-back items: the
+The relay: on → warm-up → audio → tail → off, and it stays on between back-to-back items: the
 player calls ``acquire()`` before each item (which waits out the warm-up only when the
 amplifier was off) and ``release()`` after it (which switches off after the tail unless
 another item acquires it first). It is off at start and always off after ``close()``.
@@ -8,10 +8,13 @@ another item acquires it first). It is off at start and always off after ``close
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 from .errors import HardwareError
+
+log = logging.getLogger("thanthien.gpio")
 
 
 class AmpRelay:
@@ -126,11 +129,8 @@ class ButtonPanel:
 
     def __init__(self, buttons: list[tuple[int, int, int | None]], on_press, *, bounce_ms: int = 50,
                  interval_s: float = 3.0, pull_up: bool = True, pin_factory=None, clock=time.monotonic):
-        import logging
-
         from gpiozero import LED, Button, GPIOZeroError
 
-        self._log = logging.getLogger("thanthien.gpio.buttons")
         self._on_press = on_press
         self._interval = interval_s
         self._clock = clock
@@ -164,7 +164,7 @@ class ButtonPanel:
         try:
             self._on_press(value)
         except Exception:  # noqa: BLE001 - a handler bug must not kill gpiozero's thread
-            self._log.exception("answer button %s: handler failed", value)
+            log.exception("answer button %s: handler failed", value)
         self._show_choice(value)
 
     def _show_choice(self, value: int) -> None:
